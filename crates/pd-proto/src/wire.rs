@@ -1,0 +1,137 @@
+//! Request and response bodies of the HTTP API (`/v1/...` and the well-known documents).
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::{Address, Host};
+use crate::keys::{PublicKey, Signature};
+use crate::records::{Deletion, Login, Presence, Registration, Rotation, Withdrawal};
+use crate::signed::Signed;
+
+/// `POST /v1/accounts`: create an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The registration, signed by the new account key.
+    pub registration: Signed<Registration>,
+    /// Invite token, required when the node's registration policy is `invite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+}
+
+/// An account as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// The account's address.
+    pub address: Address,
+    /// The current account key.
+    pub public_key: PublicKey,
+    /// The key's fingerprint.
+    pub fingerprint: String,
+}
+
+/// `PUT /v1/accounts/{address}/presence`: publish a presence record.
+pub type PublishRequest = Signed<Presence>;
+
+/// Answer to a published presence record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    /// The stored record's sequence number.
+    pub seq: u64,
+    /// When the stored record expires (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// `POST /v1/accounts/{address}/presence/withdraw`: withdraw the presence record.
+pub type WithdrawRequest = Signed<Withdrawal>;
+
+/// `POST /v1/accounts/{address}/rotate`: replace the account key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// The rotation, signed by the current key.
+    pub rotation: Signed<Rotation>,
+    /// The new key's signature over the same payload (purpose `rotate-accept`).
+    pub new_key_signature: Signature,
+}
+
+/// `POST /v1/accounts/{address}/delete`: delete the account.
+pub type DeleteRequest = Signed<Deletion>;
+
+/// `POST /v1/sessions`: obtain a lookup session token.
+pub type LoginRequest = Signed<Login>;
+
+/// A lookup session token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Bearer token for `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// Where a lookup answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The user is registered at the answering node.
+    Local,
+    /// A cached answer from the user's home node.
+    Cache,
+    /// Fetched from the user's home node for this request.
+    Remote,
+    /// An expired cached answer, served because the home node is unreachable.
+    Stale,
+}
+
+/// `GET /v1/lookup/{address}`: a user's key and current presence record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupResponse {
+    /// The address looked up, in normal form.
+    pub address: Address,
+    /// The account key.
+    pub public_key: PublicKey,
+    /// The current presence record, if the user is online.
+    #[serde(default)]
+    pub presence: Option<Signed<Presence>>,
+    /// Where the answer came from.
+    pub source: Source,
+    /// Seconds the answer may still be used.
+    pub ttl: u64,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when the node can serve.
+    pub status: String,
+    /// The node's software version.
+    pub version: String,
+    /// `ok` when the store answers.
+    pub store: String,
+}
+
+/// A server signing key as published in the well-known document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerKey {
+    /// Identifier of the key, `ed25519:<first 8 fingerprint characters>`.
+    pub key_id: String,
+    /// The public key.
+    pub public_key: PublicKey,
+    /// Unix time (seconds) until which signatures by this key are accepted.
+    pub valid_until: u64,
+}
+
+/// `GET /.well-known/pd`: who this node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WellKnown {
+    /// The domain this node serves.
+    pub domain: Host,
+    /// API version, `v1`.
+    pub api_version: String,
+    /// Current server keys.
+    pub server_keys: Vec<ServerKey>,
+    /// Who may call the lookup endpoint: `users` or `public`.
+    pub lookup_access: String,
+    /// Registration policy: `open`, `invite` or `closed`.
+    pub registration: String,
+}
