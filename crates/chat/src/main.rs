@@ -1,0 +1,2 @@
+//! The `chat` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Node-to-node side of a PD node.

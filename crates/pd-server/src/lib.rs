@@ -1,0 +1,1 @@
+//! The PD node library.

@@ -1,0 +1,2 @@
+//! The `pd-server` binary.
+fn main() {}
