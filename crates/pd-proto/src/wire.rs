@@ -134,4 +134,7 @@ pub struct WellKnown {
     pub lookup_access: String,
     /// Registration policy: `open`, `invite` or `closed`.
     pub registration: String,
+    /// Base URL of the node's API when it is not `https://<domain>` (delegation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
 }
