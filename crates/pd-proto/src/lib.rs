@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod keys;
+pub mod node_auth;
 pub mod problem;
 pub mod records;
 pub mod signed;
