@@ -1,1 +1,3 @@
 //! Node-to-node side of a PD node.
+
+pub mod resolver;
