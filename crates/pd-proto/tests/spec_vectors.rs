@@ -1,0 +1,210 @@
+//! Checks the test vectors published in `federation-spec.md` against this crate.
+//!
+//! The spec holds a block of `vector.<name> = <value>` lines between the markers
+//! `<!-- test-vectors:begin -->` and `<!-- test-vectors:end -->`. This test recomputes every
+//! value from the fixed seed and records with `pd-proto` and requires byte equality, and it
+//! verifies the published signatures with [`PublicKey::verify`], so the spec cannot drift
+//! from the code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use pd_proto::signed::{Purpose, signing_bytes};
+use pd_proto::{
+    Address, Endpoint, Presence, PublicKey, Record, Registration, SecretKey, Signature, Signed,
+};
+
+const BEGIN: &str = "<!-- test-vectors:begin -->";
+const END: &str = "<!-- test-vectors:end -->";
+
+/// The `vector.*` lines of the spec, by name.
+fn spec_vectors() -> BTreeMap<String, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../federation-spec.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("failed to read {}: {e}", path.display()));
+    let start = text
+        .find(BEGIN)
+        .expect("spec has no test-vectors:begin marker");
+    let end = text.find(END).expect("spec has no test-vectors:end marker");
+    assert!(start < end, "test-vector markers are out of order");
+    let mut vectors = BTreeMap::new();
+    for line in text[start + BEGIN.len()..end].lines() {
+        let Some(rest) = line.strip_prefix("vector.") else {
+            continue;
+        };
+        let (name, value) = rest
+            .split_once(" = ")
+            .unwrap_or_else(|| panic!("malformed vector line {line:?}"));
+        let previous = vectors.insert(name.trim().to_owned(), value.trim().to_owned());
+        assert!(previous.is_none(), "vector {name} is defined twice");
+    }
+    vectors
+}
+
+fn get<'a>(vectors: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    vectors
+        .get(name)
+        .unwrap_or_else(|| panic!("spec has no vector.{name}"))
+}
+
+/// Values written as JSON strings in the spec (used where the value holds quotes or
+/// newlines, which the spec shows escaped).
+fn json_string(vectors: &BTreeMap<String, String>, name: &str) -> String {
+    serde_json::from_str(get(vectors, name))
+        .unwrap_or_else(|e| panic!("vector.{name} is not a JSON string: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn seed() -> [u8; 32] {
+    std::array::from_fn(|i| u8::try_from(i + 1).unwrap())
+}
+
+/// Checks one signed record's published vectors under the prefix `name`.
+fn check_record<T: Record>(
+    vectors: &BTreeMap<String, String>,
+    name: &str,
+    purpose: Purpose,
+    record: &T,
+) {
+    let key = SecretKey::from_seed(&seed());
+    let public = key.public();
+    let address = Address::parse(get(vectors, &format!("{name}.address"))).unwrap();
+    assert_eq!(record.address(), &address, "{name}: record address");
+
+    let payload = serde_json::to_vec(record).unwrap();
+    assert_eq!(
+        String::from_utf8(payload.clone()).unwrap(),
+        get(vectors, &format!("{name}.payload")),
+        "{name}: payload bytes"
+    );
+
+    let bytes = signing_bytes(purpose, &address, &payload);
+    assert_eq!(purpose, T::PURPOSE, "{name}: purpose");
+    assert_eq!(
+        String::from_utf8(bytes.clone()).unwrap(),
+        json_string(vectors, &format!("{name}.signing_bytes")),
+        "{name}: signing bytes"
+    );
+
+    let envelope = Signed::sign(&key, record);
+    assert_eq!(
+        envelope.payload(),
+        payload.as_slice(),
+        "{name}: envelope payload"
+    );
+    assert_eq!(
+        envelope.signature().to_string(),
+        get(vectors, &format!("{name}.signature")),
+        "{name}: signature"
+    );
+    assert_eq!(
+        serde_json::to_string(&envelope).unwrap(),
+        get(vectors, &format!("{name}.envelope")),
+        "{name}: envelope JSON"
+    );
+
+    // The published signature verifies on its own, and the published envelope parses and
+    // verifies under the published key for the published address.
+    let signature: Signature = get(vectors, &format!("{name}.signature")).parse().unwrap();
+    let published_key: PublicKey = get(vectors, "public_key").parse().unwrap();
+    assert_eq!(published_key, public, "{name}: signing key");
+    published_key.verify(&bytes, &signature).unwrap();
+    let parsed: Signed<T> =
+        serde_json::from_str(get(vectors, &format!("{name}.envelope"))).unwrap();
+    parsed.verify(&published_key, &address).unwrap();
+
+    // A signature for this record is useless for another purpose.
+    let other = if purpose == Purpose::Login {
+        Purpose::Register
+    } else {
+        Purpose::Login
+    };
+    assert!(
+        published_key
+            .verify(&signing_bytes(other, &address, &payload), &signature)
+            .is_err(),
+        "{name}: signature must not verify under another purpose"
+    );
+}
+
+#[test]
+fn key_vectors_match_the_spec() {
+    let vectors = spec_vectors();
+    assert_eq!(get(&vectors, "seed"), hex(&seed()), "seed");
+    let key = SecretKey::from_seed(&seed());
+    assert_eq!(get(&vectors, "public_key"), key.public().to_string());
+    assert_eq!(
+        get(&vectors, "public_key_hex"),
+        hex(&key.public().to_bytes())
+    );
+    assert_eq!(get(&vectors, "fingerprint"), key.public().fingerprint());
+    assert_eq!(get(&vectors, "secret_key_text"), key.to_text().trim_end());
+}
+
+#[test]
+fn presence_vectors_match_the_spec() {
+    let vectors = spec_vectors();
+    let record = Presence {
+        address: Address::parse(get(&vectors, "presence.address")).unwrap(),
+        endpoints: get(&vectors, "presence.endpoints")
+            .split(' ')
+            .map(|e| Endpoint::parse(e).unwrap())
+            .collect(),
+        seq: get(&vectors, "presence.seq").parse().unwrap(),
+        expires_at: get(&vectors, "presence.expires_at").parse().unwrap(),
+    };
+    check_record(&vectors, "presence", Purpose::Presence, &record);
+    // The record is valid at the moment it was made.
+    record.validate(record.seq).unwrap();
+}
+
+#[test]
+fn registration_vectors_match_the_spec() {
+    let vectors = spec_vectors();
+    let record = Registration {
+        address: Address::parse(get(&vectors, "registration.address")).unwrap(),
+        public_key: get(&vectors, "public_key").parse().unwrap(),
+        seq: get(&vectors, "registration.seq").parse().unwrap(),
+    };
+    check_record(&vectors, "registration", Purpose::Register, &record);
+}
+
+#[test]
+fn spec_vectors_are_all_checked() {
+    let vectors = spec_vectors();
+    let known = [
+        "seed",
+        "public_key",
+        "public_key_hex",
+        "fingerprint",
+        "secret_key_text",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(["presence", "registration"].into_iter().flat_map(|r| {
+        [
+            "address",
+            "payload",
+            "signing_bytes",
+            "signature",
+            "envelope",
+            "seq",
+        ]
+        .into_iter()
+        .map(move |f| format!("{r}.{f}"))
+    }))
+    .chain([
+        "presence.endpoints".to_owned(),
+        "presence.expires_at".to_owned(),
+    ]);
+    let known: Vec<String> = known.collect();
+    for name in vectors.keys() {
+        assert!(
+            known.contains(name),
+            "vector.{name} is published but not checked by this test"
+        );
+    }
+}
