@@ -1,3 +1,24 @@
-//! Node-to-node side of a PD node.
+//! Node-to-node side of a PD node: everything one node needs to talk to another.
+//!
+//! - [`guard::GuardedClient`] is the one outbound HTTP client. It only speaks HTTPS to
+//!   DNS names that resolve to public addresses, follows no redirects, caps bodies and
+//!   enforces deadlines; statically configured peers are the only exception to the
+//!   scheme and address rules.
+//! - [`discovery::Discovery`] finds the node serving a domain (static peer, then
+//!   `/.well-known/pd` delegation, then the domain itself) and fetches other nodes'
+//!   server keys, caching both.
+//! - [`node_auth`] signs outbound node requests and verifies inbound ones
+//!   (`Authorization: PD-Node ...`, modelled on Matrix's `X-Matrix`).
+//! - [`upstream::Upstream`] performs one verified, signed lookup at a remote node.
+//! - The lookup cache, per-peer backoff and the resolver engine that ties them together
+//!   live in their own modules.
+//!
+//! Architecture invariant: nothing in this crate opens an outbound connection except
+//! through [`guard::GuardedClient`].
 
-pub mod resolver;
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod error;
+pub mod guard;
