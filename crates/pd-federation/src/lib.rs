@@ -22,3 +22,4 @@
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod resolver;
