@@ -23,3 +23,5 @@ pub mod config;
 pub mod error;
 pub mod guard;
 pub mod resolver;
+pub mod backoff;
+pub mod cache;

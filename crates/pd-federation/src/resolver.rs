@@ -2,11 +2,24 @@
 //! one coalesced upstream fetch, honouring per-peer backoff and serving stale answers
 //! when a peer is unreachable.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use pd_proto::Address;
-use pd_proto::wire::LookupResponse;
+use pd_proto::wire::{LookupResponse, Source};
+use pd_proto::{Address, Host};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, BackoffConfig, PeerStatus};
+use crate::cache::{CacheConfig, CacheEntry, Freshness, LookupCache};
 
 /// The seam between the resolver and the network: performs one verified lookup of a
 /// remote address at that address's home node.
@@ -108,4 +121,516 @@ pub struct Resolved {
     pub response: LookupResponse,
     /// Seconds the answer may still be used.
     pub ttl_secs: u64,
+}
+
+impl<T: UpstreamLookup> UpstreamLookup for Arc<T> {
+    fn fetch(
+        &self,
+        addr: &Address,
+    ) -> impl Future<Output = Result<LookupResponse, UpstreamError>> + Send {
+        T::fetch(self, addr)
+    }
+}
+
+/// The outcome of one upstream fetch, shared with every lookup that waited for it.
+type FetchOutcome = Result<Arc<CacheEntry>, UpstreamError>;
+
+/// Resolves remote addresses: cache first, then one coalesced upstream fetch per address,
+/// with per-peer backoff and RFC 8767 serve-stale.
+///
+/// Decisions:
+/// - Stale answers (expired by at most `stale_window`) are served in normal mode when the
+///   peer is unreachable, answered garbage ([`UpstreamError::BadAnswer`]), or is in
+///   backoff. The stale answer was verified when it was fetched, so a bad answer now is no
+///   reason to distrust it. "Unknown user", "refused" and "no node" are authoritative and
+///   are never masked. Negative answers are never served stale.
+/// - Only [`UpstreamError::Unreachable`] and [`UpstreamError::BadAnswer`] count as peer
+///   failures for backoff; "unknown user" and "refused" prove the peer alive and reset
+///   it; "no node" leaves it unchanged (discovery has its own failure cache).
+/// - [`LookupMode::Refresh`] never answers from the cache, not even stale.
+pub struct Resolver<U> {
+    upstream: U,
+    cache: LookupCache,
+    backoff: Backoff,
+    metrics: ResolverMetrics,
+    inflight: Mutex<HashMap<Address, watch::Receiver<Option<FetchOutcome>>>>,
+}
+
+impl<U> fmt::Debug for Resolver<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("cache", &self.cache)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Role {
+    Leader(watch::Sender<Option<FetchOutcome>>),
+    Follower(watch::Receiver<Option<FetchOutcome>>),
+}
+
+impl<U: UpstreamLookup> Resolver<U> {
+    /// Creates a resolver with an empty cache and no peer history.
+    pub fn new(upstream: U, cache: CacheConfig, backoff: BackoffConfig) -> Self {
+        Self {
+            upstream,
+            cache: LookupCache::new(cache),
+            backoff: Backoff::new(backoff),
+            metrics: ResolverMetrics::new(),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Looks up `addr` at its home node (through the cache, per `mode`).
+    #[tracing::instrument(skip_all, fields(remote.address = %addr, mode = ?mode))]
+    pub async fn lookup(&self, addr: &Address, mode: LookupMode) -> Result<Resolved, ResolveError> {
+        let mut counted_miss = false;
+        loop {
+            if mode != LookupMode::Refresh
+                && let Some(answer) = self.fresh_from_cache(addr).await
+            {
+                return answer;
+            }
+            if !counted_miss {
+                self.metrics.cache_misses.inc();
+                counted_miss = true;
+            }
+            if mode == LookupMode::CacheOnly {
+                return Err(ResolveError::NotCached);
+            }
+            if let Err(retry) = self.backoff.allows(addr.host()) {
+                self.metrics.backoff_rejections.inc();
+                let err = ResolveError::PeerBackingOff {
+                    retry_in: retry.retry_in,
+                };
+                return self.stale_or(addr, mode, err).await;
+            }
+            let outcome = match self.join_or_lead(addr) {
+                Role::Follower(mut rx) => {
+                    self.metrics.coalesced_waits.inc();
+                    let shared = match rx.wait_for(Option::is_some).await {
+                        Ok(shared) => shared.clone(),
+                        // The fetching lookup was cancelled; start over (possibly leading).
+                        Err(_) => continue,
+                    };
+                    match shared {
+                        Some(outcome) => outcome,
+                        None => continue,
+                    }
+                }
+                Role::Leader(tx) => {
+                    let guard = InflightGuard {
+                        inflight: &self.inflight,
+                        addr,
+                        rx: tx.subscribe(),
+                    };
+                    let outcome = self.fetch_and_store(addr).await;
+                    tx.send_replace(Some(outcome.clone()));
+                    drop(guard);
+                    outcome
+                }
+            };
+            return self.finish(addr, mode, outcome).await;
+        }
+    }
+
+    /// The answer cache.
+    pub fn cache(&self) -> &LookupCache {
+        &self.cache
+    }
+
+    /// The per-peer failure tracking.
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// The resolver's metrics (register them with [`ResolverMetrics::register`]).
+    pub fn metrics(&self) -> &ResolverMetrics {
+        &self.metrics
+    }
+
+    /// Removes every cached answer about addresses at `host`; returns how many.
+    pub async fn flush_domain(&self, host: &Host) -> usize {
+        self.cache.flush_domain(host).await
+    }
+
+    /// Removes every cached answer whose host matches `pred`; returns how many.
+    pub async fn flush_where(&self, pred: impl Fn(&Host) -> bool) -> usize {
+        self.cache.flush_where(pred).await
+    }
+
+    /// Lists the tracked peers with their state.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.backoff.snapshot()
+    }
+
+    /// Clears the backoff of `host`; returns whether the peer was known.
+    pub fn retry_now(&self, host: &Host) -> bool {
+        self.backoff.retry_now(host)
+    }
+
+    async fn fresh_from_cache(&self, addr: &Address) -> Option<Result<Resolved, ResolveError>> {
+        let entry = self.cache.get(addr).await?;
+        let now = Instant::now();
+        let Freshness::Fresh(left) = entry.freshness(now, self.cache.config().stale_window) else {
+            return None;
+        };
+        match entry.response(now, Source::Cache, left) {
+            Some(response) => {
+                self.metrics.cache_hits.inc();
+                Some(Ok(Resolved::new(response)))
+            }
+            None => {
+                self.metrics.negative_hits.inc();
+                Some(Err(ResolveError::UnknownUser))
+            }
+        }
+    }
+
+    fn join_or_lead(&self, addr: &Address) -> Role {
+        let mut inflight = self.lock_inflight();
+        if let Some(rx) = inflight.get(addr) {
+            return Role::Follower(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(addr.clone(), rx);
+        Role::Leader(tx)
+    }
+
+    async fn fetch_and_store(&self, addr: &Address) -> FetchOutcome {
+        let host = addr.host();
+        self.metrics.upstream_requests.inc();
+        let started = Instant::now();
+        let result = self
+            .upstream
+            .fetch(addr)
+            .await
+            .and_then(|response| check_answer(addr, response));
+        self.metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(response) => {
+                self.backoff.record_success(host);
+                Ok(self.cache.insert_found(addr.clone(), response).await)
+            }
+            Err(err) => {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&ErrorLabels {
+                        kind: ErrorKind::of(&err),
+                    })
+                    .inc();
+                match &err {
+                    UpstreamError::UnknownUser => {
+                        self.backoff.record_success(host);
+                        self.cache.insert_unknown(addr.clone()).await;
+                    }
+                    UpstreamError::RemoteRefused => self.backoff.record_success(host),
+                    UpstreamError::Unreachable(why) | UpstreamError::BadAnswer(why) => {
+                        let retry = self.backoff.record_failure(host, &err.to_string());
+                        tracing::warn!(
+                            remote.host = %host,
+                            retry_in = ?retry.retry_in,
+                            error = %why,
+                            "remote node failed; backing off"
+                        );
+                    }
+                    UpstreamError::NoNode => {}
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        addr: &Address,
+        mode: LookupMode,
+        outcome: FetchOutcome,
+    ) -> Result<Resolved, ResolveError> {
+        match outcome {
+            Ok(entry) => {
+                let now = Instant::now();
+                let left = match entry.freshness(now, Duration::ZERO) {
+                    Freshness::Fresh(left) => left,
+                    Freshness::Stale(_) | Freshness::Expired => Duration::ZERO,
+                };
+                entry
+                    .response(now, Source::Remote, left)
+                    .map(Resolved::new)
+                    .ok_or(ResolveError::UnknownUser)
+            }
+            Err(err @ (UpstreamError::Unreachable(_) | UpstreamError::BadAnswer(_))) => {
+                self.stale_or(addr, mode, err.into()).await
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Serves a stale positive answer for `addr` if one is within the stale window (and
+    /// the mode allows the cache), otherwise fails with `err`.
+    async fn stale_or(
+        &self,
+        addr: &Address,
+        mode: LookupMode,
+        err: ResolveError,
+    ) -> Result<Resolved, ResolveError> {
+        if mode == LookupMode::Refresh {
+            return Err(err);
+        }
+        let Some(entry) = self.cache.get(addr).await else {
+            return Err(err);
+        };
+        let now = Instant::now();
+        let config = self.cache.config();
+        let response = match entry.freshness(now, config.stale_window) {
+            // Another lookup stored a fresh answer meanwhile.
+            Freshness::Fresh(left) => {
+                self.metrics.cache_hits.inc();
+                entry.response(now, Source::Cache, left)
+            }
+            Freshness::Stale(window_left) => {
+                let ttl = config.stale_ttl.min(window_left);
+                let response = entry.response(now, Source::Stale, ttl);
+                if response.is_some() {
+                    self.metrics.stale_serves.inc();
+                    tracing::debug!(remote.address = %addr, error = %err, "serving stale answer");
+                }
+                response
+            }
+            Freshness::Expired => None,
+        };
+        response.map(Resolved::new).ok_or(err)
+    }
+
+    fn lock_inflight(
+        &self,
+    ) -> MutexGuard<'_, HashMap<Address, watch::Receiver<Option<FetchOutcome>>>> {
+        // The map holds plain handles; a panic elsewhere cannot leave it inconsistent.
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Resolved {
+    fn new(response: LookupResponse) -> Self {
+        Self {
+            ttl_secs: response.ttl,
+            response,
+        }
+    }
+}
+
+/// Defence in depth: the upstream promises a verified answer about exactly `addr`; an
+/// answer that is not is dropped rather than cached under `addr`.
+fn check_answer(addr: &Address, response: LookupResponse) -> Result<LookupResponse, UpstreamError> {
+    if response.address != *addr {
+        return Err(UpstreamError::BadAnswer(format!(
+            "answer is about {}, not {addr}",
+            response.address
+        )));
+    }
+    if let Some(presence) = &response.presence {
+        presence
+            .verify(&response.public_key, addr)
+            .map_err(|e| UpstreamError::BadAnswer(format!("presence record: {e}")))?;
+    }
+    Ok(response)
+}
+
+/// Removes the in-flight marker of a fetch when the fetching lookup finishes or is
+/// dropped, so that a cancelled fetch leaves nothing behind: waiters see the channel
+/// close and start over.
+struct InflightGuard<'a> {
+    inflight: &'a Mutex<HashMap<Address, watch::Receiver<Option<FetchOutcome>>>>,
+    addr: &'a Address,
+    rx: watch::Receiver<Option<FetchOutcome>>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if inflight
+            .get(self.addr)
+            .is_some_and(|rx| rx.same_channel(&self.rx))
+        {
+            inflight.remove(self.addr);
+        }
+    }
+}
+
+/// Kinds of upstream failure, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ErrorKind {
+    /// [`UpstreamError::UnknownUser`].
+    unknown_user,
+    /// [`UpstreamError::NoNode`].
+    no_node,
+    /// [`UpstreamError::Unreachable`].
+    unreachable,
+    /// [`UpstreamError::BadAnswer`].
+    bad_answer,
+    /// [`UpstreamError::RemoteRefused`].
+    refused,
+}
+
+impl ErrorKind {
+    fn of(err: &UpstreamError) -> Self {
+        match err {
+            UpstreamError::UnknownUser => Self::unknown_user,
+            UpstreamError::NoNode => Self::no_node,
+            UpstreamError::Unreachable(_) => Self::unreachable,
+            UpstreamError::BadAnswer(_) => Self::bad_answer,
+            UpstreamError::RemoteRefused => Self::refused,
+        }
+    }
+}
+
+/// Label set of the upstream error counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The kind of failure.
+    pub kind: ErrorKind,
+}
+
+/// Counters and the latency histogram of the resolver. Cloning shares the metrics.
+#[derive(Debug, Clone)]
+pub struct ResolverMetrics {
+    /// Lookups answered from a fresh positive cache entry.
+    pub cache_hits: Counter,
+    /// Lookups that found no fresh cache entry (including cache-only misses).
+    pub cache_misses: Counter,
+    /// Lookups answered from a fresh negative ("unknown user") cache entry.
+    pub negative_hits: Counter,
+    /// Lookups answered with a stale entry because the peer failed or was backing off.
+    pub stale_serves: Counter,
+    /// Lookups that waited for another lookup's fetch of the same address.
+    pub coalesced_waits: Counter,
+    /// Lookups refused at once because the peer is in backoff.
+    pub backoff_rejections: Counter,
+    /// Fetches from remote nodes.
+    pub upstream_requests: Counter,
+    /// Failed fetches by kind.
+    pub upstream_errors: Family<ErrorLabels, Counter>,
+    /// Duration of fetches from remote nodes, in seconds.
+    pub upstream_latency: Histogram,
+}
+
+impl Default for ResolverMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResolverMetrics {
+    /// Fresh metrics, all zero. Latency buckets run from 5 ms to about 40 s.
+    pub fn new() -> Self {
+        Self {
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            negative_hits: Counter::default(),
+            stale_serves: Counter::default(),
+            coalesced_waits: Counter::default(),
+            backoff_rejections: Counter::default(),
+            upstream_requests: Counter::default(),
+            upstream_errors: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+        }
+    }
+
+    /// Registers every metric in `registry` under `pd_federation_lookup_*` names.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("pd_federation_lookup");
+        r.register(
+            "cache_hits",
+            "Lookups answered from a fresh cache entry",
+            self.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Lookups without a fresh cache entry",
+            self.cache_misses.clone(),
+        );
+        r.register(
+            "negative_hits",
+            "Lookups answered from a cached unknown-user answer",
+            self.negative_hits.clone(),
+        );
+        r.register(
+            "stale_serves",
+            "Expired answers served because the home node failed",
+            self.stale_serves.clone(),
+        );
+        r.register(
+            "coalesced_waits",
+            "Lookups that waited for a concurrent fetch of the same address",
+            self.coalesced_waits.clone(),
+        );
+        r.register(
+            "backoff_rejections",
+            "Lookups not forwarded because the peer is backing off",
+            self.backoff_rejections.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Lookups forwarded to remote nodes",
+            self.upstream_requests.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed lookups at remote nodes by kind",
+            self.upstream_errors.clone(),
+        );
+        r.register_with_unit(
+            "upstream_latency",
+            "Duration of lookups at remote nodes",
+            Unit::Seconds,
+            self.upstream_latency.clone(),
+        );
+    }
+}
+
+/// Real signed lookup answers for tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use pd_proto::records::{Endpoint, Presence};
+    use pd_proto::wire::{LookupResponse, Source};
+    use pd_proto::{Address, SecretKey, Signed};
+    use sha2::{Digest, Sha256};
+
+    /// The account key of `addr` (derived from the address, so stable across calls).
+    pub(crate) fn key_of(addr: &Address) -> SecretKey {
+        let seed: [u8; 32] = Sha256::digest(addr.to_string().as_bytes()).into();
+        SecretKey::from_seed(&seed)
+    }
+
+    /// An answer with the account key and no presence record.
+    pub(crate) fn found(addr: &Address) -> LookupResponse {
+        signed_response(addr, None)
+    }
+
+    /// An answer whose presence record (if `expires_in` is given) expires that many
+    /// seconds from now, signed by the account key.
+    pub(crate) fn signed_response(addr: &Address, expires_in: Option<u64>) -> LookupResponse {
+        let key = key_of(addr);
+        let presence = expires_in.map(|secs| {
+            let now = pd_proto::now_micros();
+            let record = Presence {
+                address: addr.clone(),
+                endpoints: vec![Endpoint::parse("tcp://203.0.113.5:7000").unwrap()],
+                seq: now,
+                expires_at: now / 1_000_000 + secs,
+            };
+            Signed::sign(&key, &record)
+        });
+        LookupResponse {
+            address: addr.clone(),
+            public_key: key.public(),
+            presence,
+            source: Source::Local,
+            ttl: expires_in.unwrap_or(60),
+        }
+    }
 }
