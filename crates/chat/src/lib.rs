@@ -1,1 +1,71 @@
-//! The chat client library.
+//! The chat client library: command line, validated settings, the user's home directory,
+//! exit codes and the commands. The `chat` binary is a thin wrapper around [`main_with`].
+
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod home;
+pub mod seq;
+pub mod settings;
+
+use std::io::Write;
+
+pub use cli::Cli;
+pub use error::ChatError;
+pub use settings::Settings;
+
+/// Checks the command line and runs the command, writing normal output to `out`.
+pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<(), ChatError> {
+    let settings = Settings::from_cli(cli)?;
+    commands::run(settings, out).await
+}
+
+/// Turns a clap error into what `chat` prints and its exit code: help and version go to
+/// stdout with code 0; a usage error becomes one `error: ...` line with code 2.
+pub fn clap_outcome(err: &clap::Error) -> (Option<String>, String, u8) {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            (Some(err.render().to_string()), String::new(), 0)
+        }
+        _ => {
+            // clap's message runs until the first blank line (then usage and a tip follow).
+            let rendered = err.render().to_string();
+            let message = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            (None, message.to_owned(), error::EXIT_USAGE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn usage_errors_are_one_line_with_code_2() {
+        let err = Cli::try_parse_from(["chat", "lookup"]).unwrap_err();
+        let (stdout, message, code) = clap_outcome(&err);
+        assert_eq!((stdout, code), (None, 2));
+        assert_eq!(
+            message,
+            "the following required arguments were not provided: <ADDRESS>"
+        );
+        let help = Cli::try_parse_from(["chat", "--help"]).unwrap_err();
+        let (stdout, _, code) = clap_outcome(&help);
+        assert_eq!(code, 0);
+        assert!(stdout.unwrap().contains("lookup"));
+    }
+}

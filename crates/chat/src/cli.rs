@@ -1,0 +1,130 @@
+//! The command line of `chat` as clap sees it: loose strings, checked later by `settings`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Find people on the PD network and tell it where you can be reached.
+#[derive(Debug, Parser)]
+#[command(name = "chat", version, propagate_version = true)]
+pub struct Cli {
+    /// Directory holding your identity key, configuration and session (several users on one
+    /// machine use several homes) [default: the XDG config and data directories]
+    #[arg(long, global = true, env = "CHAT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// PEM file of extra CA certificates to trust, for a home server with a private CA
+    /// (saved by `register`; given later, it replaces the saved one for that run)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an account NAME@DOMAIN on a home server (creates the identity key if there is
+    /// none, and saves the home server)
+    Register {
+        /// The address to register, NAME@DOMAIN
+        address: String,
+        /// The home server's URL, https://... (http:// only for a local node)
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// Invite token, when the server only accepts invited users
+        #[arg(long, value_name = "TOKEN")]
+        invite: Option<String>,
+    },
+    /// Look up a user through your home server: key fingerprint, online or not, endpoints
+    Lookup {
+        /// The address to look up, NAME@DOMAIN
+        address: String,
+        /// Print the lookup answer as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show your address, home server and key fingerprint
+    Whoami {
+        /// Print as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell your home server where you can be reached
+    Publish {
+        /// An endpoint URL such as tcp://203.0.113.5:7000 (repeat for several, best first)
+        #[arg(long = "endpoint", value_name = "URL", required = true)]
+        endpoints: Vec<String>,
+        /// How long the record stays valid (at most 7 days)
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        ttl: String,
+    },
+    /// Withdraw your presence record (appear offline)
+    Withdraw,
+    /// Replace your identity key with a new one (the old key signs, the new key accepts)
+    RotateKey,
+    /// Delete your account on the home server
+    DeleteAccount {
+        /// Confirm the deletion
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print shell completions
+    Completions {
+        /// The shell to generate completions for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "chat",
+            "register",
+            "alice@pd.test",
+            "--server",
+            "https://pd.test",
+            "--ca-file",
+            "ca.pem",
+            "--home",
+            "h",
+        ])
+        .unwrap();
+        assert_eq!(cli.home, Some(PathBuf::from("h")));
+        assert_eq!(cli.ca_file, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn publish_needs_an_endpoint() {
+        assert!(Cli::try_parse_from(["chat", "publish"]).is_err());
+        let cli = Cli::try_parse_from([
+            "chat",
+            "publish",
+            "--endpoint",
+            "tcp://a:1",
+            "--endpoint",
+            "tcp://b:2",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Publish { endpoints, ttl } => {
+                assert_eq!(endpoints, ["tcp://a:1", "tcp://b:2"]);
+                assert_eq!(ttl, "1h");
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

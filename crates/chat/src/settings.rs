@@ -1,0 +1,231 @@
+//! Validated settings: the loose command line turned into typed values (addresses, URLs,
+//! endpoints, durations) before any file is touched or any request is sent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pd_proto::{Address, Endpoint, MAX_PRESENCE_TTL_SECS};
+use url::Url;
+
+use crate::cli::{Cli, Command};
+use crate::error::ChatError;
+use crate::home::Home;
+
+/// Everything a command needs, checked.
+#[derive(Debug)]
+pub struct Settings {
+    /// Where the user's files live.
+    pub home: Home,
+    /// Extra CA certificates given on the command line (over the saved ones).
+    pub ca_file: Option<PathBuf>,
+    /// What to do.
+    pub action: Action,
+}
+
+/// A command with its checked arguments.
+#[derive(Debug)]
+pub enum Action {
+    /// Create an account.
+    Register {
+        /// The address to register.
+        address: Address,
+        /// The home server.
+        server: Url,
+        /// Invite token.
+        invite: Option<String>,
+    },
+    /// Look a user up.
+    Lookup {
+        /// The address to look up.
+        address: Address,
+        /// Print JSON.
+        json: bool,
+    },
+    /// Show the own account.
+    Whoami {
+        /// Print JSON.
+        json: bool,
+    },
+    /// Publish a presence record.
+    Publish {
+        /// Where the user can be reached.
+        endpoints: Vec<Endpoint>,
+        /// How long the record stays valid.
+        ttl: Duration,
+    },
+    /// Withdraw the presence record.
+    Withdraw,
+    /// Rotate the identity key.
+    RotateKey,
+    /// Delete the account (confirmed).
+    DeleteAccount,
+    /// Print shell completions.
+    Completions(clap_complete::Shell),
+}
+
+impl Settings {
+    /// Checks the command line. Every error here is a usage error (exit code 2), except a
+    /// missing default home directory.
+    pub fn from_cli(cli: Cli) -> Result<Self, ChatError> {
+        let action = action(cli.command)?;
+        let home = match cli.home {
+            Some(dir) => Home::at(dir),
+            None => Home::default_dirs()?,
+        };
+        let ca_file = cli.ca_file.map(absolute).transpose()?;
+        Ok(Self {
+            home,
+            ca_file,
+            action,
+        })
+    }
+}
+
+fn action(command: Command) -> Result<Action, ChatError> {
+    Ok(match command {
+        Command::Register {
+            address,
+            server,
+            invite,
+        } => Action::Register {
+            address: parse_address(&address)?,
+            server: parse_server(&server)?,
+            invite,
+        },
+        Command::Lookup { address, json } => Action::Lookup {
+            address: parse_address(&address)?,
+            json,
+        },
+        Command::Whoami { json } => Action::Whoami { json },
+        Command::Publish { endpoints, ttl } => Action::Publish {
+            endpoints: endpoints
+                .iter()
+                .map(|e| Endpoint::parse(e).map_err(|e| ChatError::Usage(e.to_string())))
+                .collect::<Result<_, _>>()?,
+            ttl: parse_ttl(&ttl)?,
+        },
+        Command::Withdraw => Action::Withdraw,
+        Command::RotateKey => Action::RotateKey,
+        Command::DeleteAccount { yes } => {
+            if !yes {
+                return Err(ChatError::Usage(
+                    "deleting the account cannot be undone; confirm with --yes".to_owned(),
+                ));
+            }
+            Action::DeleteAccount
+        }
+        Command::Completions { shell } => Action::Completions(shell),
+    })
+}
+
+fn parse_address(input: &str) -> Result<Address, ChatError> {
+    Address::parse(input).map_err(|e| ChatError::Usage(format!("invalid address {input:?}: {e}")))
+}
+
+fn parse_server(input: &str) -> Result<Url, ChatError> {
+    let url = Url::parse(input)
+        .map_err(|e| ChatError::Usage(format!("invalid server URL {input:?}: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ChatError::Usage(format!(
+            "invalid server URL {input:?}: expected https://HOST[:PORT] (or http:// for a local node)"
+        )));
+    }
+    Ok(url)
+}
+
+fn parse_ttl(input: &str) -> Result<Duration, ChatError> {
+    let ttl = humantime::parse_duration(input)
+        .map_err(|e| ChatError::Usage(format!("invalid --ttl {input:?}: {e}")))?;
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(MAX_PRESENCE_TTL_SECS) {
+        return Err(ChatError::Usage(format!(
+            "invalid --ttl {input:?}: must be between 1s and 7days"
+        )));
+    }
+    Ok(ttl)
+}
+
+fn absolute(path: PathBuf) -> Result<PathBuf, ChatError> {
+    std::path::absolute(&path)
+        .map_err(|e| ChatError::io(format!("failed to resolve {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, ChatError> {
+        let mut argv = vec!["chat", "--home", "h"];
+        argv.extend_from_slice(args);
+        Settings::from_cli(Cli::try_parse_from(argv).unwrap())
+    }
+
+    fn usage_message(args: &[&str]) -> String {
+        match settings(args) {
+            Err(ChatError::Usage(message)) => message,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn addresses_are_parsed_and_normalised() {
+        match settings(&["lookup", "Bob@PD.Test"]).unwrap().action {
+            Action::Lookup { address, json } => {
+                assert_eq!(address.to_string(), "bob@pd.test");
+                assert!(!json);
+            }
+            other => panic!("{other:?}"),
+        }
+        let message = usage_message(&["lookup", "bob@@pd.test"]);
+        assert!(message.contains("more than one '@'"), "{message}");
+        assert_eq!(settings(&["lookup", "nope"]).unwrap_err().report().1, 2);
+    }
+
+    #[test]
+    fn server_urls_must_be_http_or_https() {
+        assert!(settings(&["register", "a@pd.test", "--server", "https://pd.test"]).is_ok());
+        assert!(settings(&["register", "a@pd.test", "--server", "http://127.0.0.1:8080"]).is_ok());
+        for bad in ["ftp://pd.test", "pd.test", "https://"] {
+            usage_message(&["register", "a@pd.test", "--server", bad]);
+        }
+    }
+
+    #[test]
+    fn publish_checks_endpoints_and_ttl() {
+        match settings(&[
+            "publish",
+            "--endpoint",
+            "tcp://192.0.2.1:7000",
+            "--ttl",
+            "2h",
+        ])
+        .unwrap()
+        .action
+        {
+            Action::Publish { endpoints, ttl } => {
+                assert_eq!(endpoints.len(), 1);
+                assert_eq!(ttl, Duration::from_secs(7200));
+            }
+            other => panic!("{other:?}"),
+        }
+        usage_message(&["publish", "--endpoint", "no-port://x"]);
+        usage_message(&["publish", "--endpoint", "tcp://a:1", "--ttl", "8days"]);
+        usage_message(&["publish", "--endpoint", "tcp://a:1", "--ttl", "soon"]);
+    }
+
+    #[test]
+    fn delete_needs_confirmation() {
+        assert!(usage_message(&["delete-account"]).contains("--yes"));
+        assert!(matches!(
+            settings(&["delete-account", "--yes"]).unwrap().action,
+            Action::DeleteAccount
+        ));
+    }
+
+    #[test]
+    fn the_ca_file_is_made_absolute() {
+        let s = settings(&["whoami", "--ca-file", "ca.pem"]).unwrap();
+        assert!(s.ca_file.unwrap().is_absolute());
+    }
+}
