@@ -1,1 +1,22 @@
-//! The PD node library.
+//! The PD node: a federated peer-discovery server, as a library with a thin binary.
+//!
+//! [`Server::bind`] starts a node from a [`Config`]; [`http::router`] is the HTTP API over
+//! an [`AppState`]; [`registry::Registry`] holds the domain logic over the SQLite
+//! [`store::Store`].
+
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use config::Config;
+pub use http::router;
+pub use registry::RegistryError;
+pub use server::Server;
+pub use state::AppState;

@@ -1,0 +1,458 @@
+//! The node's configuration: one documented struct, read from TOML and overridden by flags.
+//!
+//! Precedence: built-in defaults (a local development node), then the `--config` file, then
+//! command-line flags. Every field below states its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use pd_proto::Host;
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded or is not acceptable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Who may register accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationPolicy {
+    /// Anyone may register a free name.
+    #[default]
+    Open,
+    /// Registration needs a single-use invite token (`pd-server invite create`).
+    Invite,
+    /// Nobody may register.
+    Closed,
+}
+
+impl RegistrationPolicy {
+    /// The policy's name as published in the well-known document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Invite => "invite",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Who may call the lookup endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LookupAccess {
+    /// Only callers holding a session token of a registered user of this node.
+    #[default]
+    Users,
+    /// Anyone.
+    Public,
+}
+
+impl LookupAccess {
+    /// The access mode's name as published in the well-known document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Users => "users",
+            Self::Public => "public",
+        }
+    }
+}
+
+/// Format of the log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS material for serving HTTPS directly.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain.
+    pub cert: PathBuf,
+    /// PEM file with the private key.
+    pub key: PathBuf,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request body in bytes. Default: 16384.
+    pub max_body_bytes: usize,
+    /// Longest time a request may take before it is answered with 503 timeout. Default: "10s".
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Per-client-IP rate limit of the write endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// Sustained writes per second per client IP. Default: 5.
+    pub writes_per_second: u32,
+    /// Writes a client may make in a burst. Default: 20.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            writes_per_second: 5,
+            burst: 20,
+        }
+    }
+}
+
+/// The in-memory cache in front of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most accounts kept in memory. Default: 100000.
+    pub max_accounts: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_accounts: 100_000,
+        }
+    }
+}
+
+/// The node's configuration (TOML). `Default` is a local development node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain this node serves: the host part of its users' addresses. Default: "localhost".
+    pub domain: Host,
+    /// Address and port to listen on; port 0 picks a free one. Default: "127.0.0.1:8080".
+    pub listen: SocketAddr,
+    /// Directory holding the database and the server key. Default: "./pd-data".
+    pub data_dir: PathBuf,
+    /// Who may register: "open", "invite" or "closed". Default: "open".
+    pub registration: RegistrationPolicy,
+    /// Who may look up users: "users" (a session token is needed) or "public". Default: "users".
+    pub lookup_access: LookupAccess,
+    /// Serve HTTPS with this certificate and key. Default: none (plain HTTP, for use behind
+    /// a reverse proxy).
+    pub tls: Option<TlsConfig>,
+    /// Proxies (CIDR ranges) whose `X-Forwarded-For` header is believed. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Rate limit of the write endpoints.
+    pub rate_limit: RateLimit,
+    /// Lifetime of a lookup session token. Default: "1h".
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// The in-memory account cache.
+    pub cache: CacheConfig,
+    /// Log format: "text" or "json". Default: "text".
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            domain: default_domain(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./pd-data"),
+            registration: RegistrationPolicy::default(),
+            lookup_access: LookupAccess::default(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            rate_limit: RateLimit::default(),
+            session_ttl: Duration::from_secs(3600),
+            cache: CacheConfig::default(),
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_domain() -> Host {
+    // "localhost" is a valid host name; parsing it cannot fail.
+    Host::parse("localhost").unwrap_or_else(|_| unreachable!("localhost is a valid host"))
+}
+
+/// Values given on the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--domain`.
+    pub domain: Option<String>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses a TOML document (`path` is only used in messages).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            let located = e.span().map(|span| {
+                let start = span.start.min(text.len());
+                let before = &text.as_bytes()[..start];
+                let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                let line_text = text.lines().nth(line - 1).unwrap_or_default().trim();
+                let line_text: String = line_text.chars().take(80).collect();
+                format!("line {line} ({line_text}): {message}")
+            });
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: located.unwrap_or(message),
+            }
+        })
+    }
+
+    /// Reads and parses a TOML file (not yet validated).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Loads the file (if any), applies the flags and validates the result.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies command-line values over this configuration.
+    pub fn apply(&mut self, o: Overrides) -> Result<(), ConfigError> {
+        if let Some(domain) = o.domain {
+            self.domain = Host::parse(&domain)
+                .map_err(|e| ConfigError::Invalid(format!("--domain {domain:?}: {e}")))?;
+        }
+        if let Some(listen) = o.listen {
+            self.listen = listen;
+        }
+        if let Some(dir) = o.data_dir {
+            self.data_dir = dir;
+        }
+        match (o.tls_cert, o.tls_key) {
+            (Some(cert), Some(key)) => self.tls = Some(TlsConfig { cert, key }),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--tls-cert and --tls-key must be given together".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and consistency, with a message naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir must not be empty");
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return bad("limits.max_body_bytes must be at least 1024");
+        }
+        if self.limits.max_body_bytes > 16 * 1024 * 1024 {
+            return bad("limits.max_body_bytes must be at most 16 MiB");
+        }
+        if self.limits.request_timeout.is_zero() {
+            return bad("limits.request_timeout must be above zero");
+        }
+        if self.rate_limit.writes_per_second == 0 {
+            return bad("rate_limit.writes_per_second must be at least 1");
+        }
+        if self.rate_limit.burst == 0 {
+            return bad("rate_limit.burst must be at least 1");
+        }
+        if self.session_ttl < Duration::from_secs(1) {
+            return bad("session_ttl must be at least 1s");
+        }
+        if self.session_ttl > Duration::from_secs(30 * 24 * 3600) {
+            return bad("session_ttl must be at most 30 days");
+        }
+        if self.cache.max_accounts == 0 {
+            return bad("cache.max_accounts must be at least 1");
+        }
+        if let Some(tls) = &self.tls
+            && (tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty())
+        {
+            return bad("tls.cert and tls.key must both name files");
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests: 127.0.0.1 on a free port, data in `dir`, generous rate
+    /// limits.
+    pub fn for_tests(dir: &Path) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.to_owned(),
+            rate_limit: RateLimit {
+                writes_per_second: 10_000,
+                burst: 10_000,
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Path of the SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("pd.sqlite3")
+    }
+
+    /// Path of the server key.
+    pub fn server_key_path(&self) -> PathBuf {
+        self.data_dir.join("server.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_toml(s, Path::new("test.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.domain.to_string(), "localhost");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./pd-data"));
+        assert_eq!(c.registration, RegistrationPolicy::Open);
+        assert_eq!(c.lookup_access, LookupAccess::Users);
+        assert_eq!(c.limits.max_body_bytes, 16384);
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.rate_limit.writes_per_second, 5);
+        assert_eq!(c.rate_limit.burst, 20);
+        assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        assert_eq!(c.cache.max_accounts, 100_000);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            domain = "Chat.Example"
+            listen = "0.0.0.0:443"
+            data_dir = "/var/lib/pd"
+            registration = "invite"
+            lookup_access = "public"
+            trusted_proxies = ["10.0.0.0/8", "::1/128"]
+            session_ttl = "30m"
+            log_format = "json"
+            [tls]
+            cert = "cert.pem"
+            key = "key.pem"
+            [limits]
+            max_body_bytes = 4096
+            request_timeout = "2s"
+            [rate_limit]
+            writes_per_second = 1
+            burst = 3
+            [cache]
+            max_accounts = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.domain.to_string(), "chat.example");
+        assert_eq!(c.registration, RegistrationPolicy::Invite);
+        assert_eq!(c.lookup_access, LookupAccess::Public);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.session_ttl, Duration::from_secs(1800));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("cert.pem"));
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_message() {
+        for (text, needle) in [
+            ("domian = \"x\"", "unknown field"),
+            ("domain = \"bad host!\"", "domain"),
+            ("registration = \"maybe\"", "registration"),
+            ("session_ttl = \"soon\"", "session_ttl"),
+            ("listen = \"nowhere\"", "listen"),
+            ("[rate_limit]\nburst = 0", "rate_limit.burst"),
+            ("[limits]\nmax_body_bytes = 10", "max_body_bytes"),
+            ("session_ttl = \"0s\"", "session_ttl"),
+            ("trusted_proxies = [\"10.0.0.1/99\"]", "trusted_proxies"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut c = parse("domain = \"a.example\"").unwrap();
+        c.apply(Overrides {
+            domain: Some("B.example".into()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some("d".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.domain.to_string(), "b.example");
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.data_dir, PathBuf::from("d"));
+        let half_tls = Overrides {
+            tls_cert: Some("c".into()),
+            ..Overrides::default()
+        };
+        assert!(c.apply(half_tls).is_err());
+    }
+}

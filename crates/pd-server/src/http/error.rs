@@ -1,0 +1,112 @@
+//! The one error type of the HTTP edge: every refusal becomes an RFC 9457
+//! `application/problem+json` body with a stable problem type.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pd_proto::ProblemType;
+use pd_proto::problem::PROBLEM_CONTENT_TYPE;
+
+use crate::registry::RegistryError;
+
+/// An internal failure's description, carried to the logging middleware in a response
+/// extension so it is logged exactly once and never sent to the client.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub String);
+
+/// An error answered with a problem document.
+#[derive(Debug)]
+pub struct ApiError {
+    kind: ProblemType,
+    detail: String,
+    internal: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// A problem of `kind` with a human detail.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            internal: None,
+            retry_after: None,
+        }
+    }
+
+    /// An internal error: the client sees a generic 500, the log sees `cause`.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self {
+            kind: ProblemType::Internal,
+            detail: "the node failed to handle the request".into(),
+            internal: Some(cause.to_string()),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with a `Retry-After` header.
+    pub fn rate_limited(wait_secs: u64) -> Self {
+        Self {
+            retry_after: Some(wait_secs.max(1)),
+            ..Self::new(
+                ProblemType::RateLimited,
+                format!("too many write requests; retry in {} s", wait_secs.max(1)),
+            )
+        }
+    }
+
+    /// The problem type.
+    pub fn kind(&self) -> ProblemType {
+        self.kind
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let problem = self.kind.with_detail(self.detail);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if self.kind == ProblemType::Unauthenticated {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(internal) = self.internal {
+            response.extensions_mut().insert(InternalError(internal));
+        }
+        response
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let kind = match &e {
+            RegistryError::WrongDomain(_) => ProblemType::WrongDomain,
+            RegistryError::InvalidRequest(_) => ProblemType::InvalidRequest,
+            RegistryError::InvalidSignature(_) => ProblemType::InvalidSignature,
+            RegistryError::InvalidKey(_) => ProblemType::InvalidKey,
+            RegistryError::InvalidRecord(_) => ProblemType::InvalidRecord,
+            RegistryError::Stale(_) => ProblemType::StaleRequest,
+            RegistryError::RegistrationClosed => ProblemType::RegistrationClosed,
+            RegistryError::InviteRequired => ProblemType::InviteRequired,
+            RegistryError::NameTaken(_) => ProblemType::NameTaken,
+            RegistryError::UnknownUser(_) => ProblemType::UnknownUser,
+            RegistryError::Replayed { .. } => ProblemType::Replayed,
+            RegistryError::Store(_) => return Self::internal(e),
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}

@@ -1,0 +1,21 @@
+//! `GET /metrics`: the Prometheus text exposition.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+/// `GET /metrics`.
+#[utoipa::path(
+    get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
+pub(crate) async fn get(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

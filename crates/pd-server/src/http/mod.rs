@@ -1,0 +1,238 @@
+//! The HTTP API: the router, its layers and the handlers, one module per resource.
+//!
+//! Layers, outermost first: request id, tracing, request-id propagation, request metrics
+//! and internal-error logging, timeout (503 problem), body limit (413 problem via the JSON
+//! extractor). Write routes also carry a per-client-IP rate limit (429 problem).
+
+pub mod error;
+pub mod extract;
+
+mod accounts;
+pub mod lookup;
+mod metrics;
+mod openapi;
+mod presence;
+mod sessions;
+mod well_known;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use ipnet::IpNet;
+use pd_proto::ProblemType;
+use tower::ServiceBuilder;
+use tower_governor::GovernorLayer;
+use tower_governor::errors::GovernorError;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use openapi::ApiDoc;
+
+use self::error::InternalError;
+use crate::metrics::RequestLabels;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The node's router with all layers; serve it with connect info (`SocketAddr`).
+pub fn router(state: AppState) -> Router {
+    let limits = &state.config.rate_limit;
+    let period = Duration::from_secs(1) / limits.writes_per_second.max(1);
+    let mut governor = GovernorConfigBuilder::default()
+        .key_extractor(ClientIpKey::new(state.config.trusted_proxies.clone()));
+    governor
+        .period(period.max(Duration::from_nanos(1)))
+        .burst_size(limits.burst.max(1))
+        .error_handler(rate_limited);
+    // Period and burst are non-zero, so the builder always produces a configuration.
+    let governor = governor
+        .finish()
+        .unwrap_or_else(|| unreachable!("rate limit period and burst are non-zero"));
+    let writes = Router::new()
+        .route("/v1/accounts", post(accounts::create))
+        .route("/v1/accounts/{address}/presence", put(presence::put))
+        .route(
+            "/v1/accounts/{address}/presence/withdraw",
+            post(presence::withdraw),
+        )
+        .route("/v1/accounts/{address}/rotate", post(accounts::rotate))
+        .route("/v1/accounts/{address}/delete", post(accounts::delete))
+        .route("/v1/sessions", post(sessions::create))
+        .route_layer(GovernorLayer {
+            config: Arc::new(governor),
+        });
+    let reads = Router::new()
+        .route("/v1/lookup/{address}", get(lookup::get))
+        .route("/healthz", get(well_known::healthz))
+        .route("/.well-known/pd", get(well_known::get))
+        .route("/metrics", get(metrics::get))
+        .route("/openapi.json", get(openapi::get));
+    let timeout = state.config.limits.request_timeout;
+    let max_body = state.config.limits.max_body_bytes;
+    writes
+        .merge(reads)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(make_span))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn_with_state(state.clone(), observe))
+                .layer(HandleErrorLayer::new(timed_out))
+                .layer(tower::timeout::TimeoutLayer::new(timeout))
+                .layer(DefaultBodyLimit::max(max_body)),
+        )
+        .with_state(state)
+}
+
+fn make_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or_default();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        http.method = %req.method(),
+        http.uri = %req.uri(),
+        http.route = route,
+        peer.addr = peer,
+        request.id = request_id,
+    )
+}
+
+/// Counts requests by route and status, and logs internal errors once.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    if let Some(InternalError(cause)) = response.extensions().get::<InternalError>() {
+        state.metrics.store_errors.inc();
+        tracing::error!(error = %cause, "request failed");
+    }
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn timed_out(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            ProblemType::Timeout,
+            "the request took longer than the node allows",
+        )
+    } else {
+        ApiError::internal(err)
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ProblemType::NotFound,
+        format!("no resource at {}", req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        ProblemType::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Rate-limit key: the client's IP. `X-Forwarded-For` is believed only when the peer is one
+/// of the trusted proxies; then the rightmost address that is not itself a trusted proxy is
+/// the client.
+#[derive(Debug, Clone)]
+pub struct ClientIpKey {
+    trusted: Arc<Vec<IpNet>>,
+}
+
+impl ClientIpKey {
+    /// A key extractor trusting `X-Forwarded-For` from `trusted` proxies.
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        Self {
+            trusted: Arc::new(trusted),
+        }
+    }
+
+    /// The client IP of a request from `peer` with `headers`.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let is_trusted = |ip: &IpAddr| self.trusted.iter().any(|net| net.contains(ip));
+        if !is_trusted(&peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or_else(|| forwarded.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+}
+
+impl KeyExtractor for ClientIpKey {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, GovernorError> {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or(GovernorError::UnableToExtractKey)?;
+        Ok(self.client_ip(peer, req.headers()))
+    }
+}
+
+/// The error answer of the rate limiter, in our problem shape.
+fn rate_limited(e: GovernorError) -> Response {
+    match e {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            ApiError::rate_limited(wait_time).into_response()
+        }
+        GovernorError::UnableToExtractKey => {
+            ApiError::internal("the client address is unknown").into_response()
+        }
+        GovernorError::Other { msg, .. } => {
+            ApiError::internal(msg.unwrap_or_default()).into_response()
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! The local registry: the domain logic of accounts, presence records and sessions, with the
+//! in-memory caches in front of the store. No HTTP here.
+//!
+//! Signed account operations are checked in the order the API fixes: the account exists
+//! (404), the payload decodes, names the path address and verifies under the account key
+//! (400), its content is acceptable (400), and its `seq` is above the stored one (409).
+//! Nothing changes on any error. The store repeats the `seq` check as a compare-and-set
+//! inside its transaction, so concurrent writes cannot both win.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use data_encoding::BASE64URL_NOPAD;
+use moka::future::Cache;
+use pd_proto::records::check_fresh;
+use pd_proto::signed::SignedError;
+use pd_proto::wire::{AccountInfo, PublishResponse, RegisterRequest, RotateRequest};
+use pd_proto::{
+    Address, Deletion, Host, KeyError, Login, Presence, PublicKey, Record, RecordError, Signed,
+    Withdrawal, now_micros,
+};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::sync::RwLock;
+
+use crate::config::RegistrationPolicy;
+use crate::store::{AccountRow, Change, PresenceRow, Store, StoreError};
+
+/// Why the registry refused an operation. Each variant maps to one problem type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The address's host is not this node's domain.
+    #[error("{0} does not belong to this node's domain")]
+    WrongDomain(Address),
+    /// The request or its signed payload is malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The signature does not verify, or was made for another address or purpose.
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// A public key is malformed or weak.
+    #[error("{0}")]
+    InvalidKey(String),
+    /// The record's content is not acceptable.
+    #[error("{0}")]
+    InvalidRecord(RecordError),
+    /// The operation is dated outside the allowed clock skew.
+    #[error("{0}")]
+    Stale(RecordError),
+    /// Registration is closed.
+    #[error("this node does not accept registrations")]
+    RegistrationClosed,
+    /// Registration needs a valid invite token.
+    #[error("registration on this node needs a valid, unused invite token")]
+    InviteRequired,
+    /// The name is taken.
+    #[error("{0} is already registered")]
+    NameTaken(Address),
+    /// No such account.
+    #[error("no user {0}")]
+    UnknownUser(Address),
+    /// The operation's `seq` is not above the account's `last_seq`.
+    #[error("sequence number {seq} is not above the stored {last_seq}")]
+    Replayed {
+        /// The operation's sequence number.
+        seq: u64,
+        /// The account's last accepted sequence number.
+        last_seq: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A local account as cached in memory.
+#[derive(Debug, Clone)]
+pub struct CachedAccount {
+    /// The account key.
+    pub key: PublicKey,
+    /// Highest accepted sequence number.
+    pub last_seq: u64,
+    /// The presence record, ready to serve.
+    pub presence: Option<CachedPresence>,
+}
+
+/// A presence record ready to be served byte for byte.
+#[derive(Debug, Clone)]
+pub struct CachedPresence {
+    /// Unix seconds after which it must not be served.
+    pub expires_at: u64,
+    /// The signed envelope's JSON as stored.
+    pub envelope: Arc<str>,
+}
+
+/// The answer of a local lookup.
+#[derive(Debug, Clone)]
+pub struct LocalLookup {
+    /// The account key.
+    pub key: PublicKey,
+    /// The live presence record, if any.
+    pub presence: Option<CachedPresence>,
+}
+
+/// A lookup session: who logged in, with which key.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The user.
+    pub address: Address,
+    /// The key the user logged in with; the session ends when the account key changes.
+    pub key: PublicKey,
+}
+
+/// Settings of the registry.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// This node's domain.
+    pub domain: Host,
+    /// Registration policy.
+    pub registration: RegistrationPolicy,
+    /// Lifetime of session tokens.
+    pub session_ttl: Duration,
+    /// Most accounts cached in memory.
+    pub max_accounts: u64,
+}
+
+/// Accounts, presence and sessions of this node's users.
+#[derive(Debug)]
+pub struct Registry {
+    opts: RegistryOptions,
+    store: Store,
+    accounts: Cache<String, Arc<CachedAccount>>,
+    sessions: Cache<String, Arc<Session>>,
+    /// Writers hold this exclusively while they commit and update the cache; cache misses
+    /// hold it shared while they load, so a slow load cannot overwrite a newer write.
+    write_lock: RwLock<()>,
+}
+
+fn now_secs() -> u64 {
+    now_micros() / 1_000_000
+}
+
+/// Hash under which an invite token is stored.
+pub fn invite_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A fresh random token (32 bytes, base64url).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    BASE64URL_NOPAD.encode(&bytes)
+}
+
+/// Creates an invite valid for `lifetime` and returns its token (only the hash is stored).
+pub async fn create_invite(store: &Store, lifetime: Duration) -> Result<String, StoreError> {
+    let token = random_token();
+    let now = now_secs();
+    store
+        .create_invite(invite_hash(&token), now, now + lifetime.as_secs())
+        .await?;
+    Ok(token)
+}
+
+/// Maps a payload or signature error to the API's distinction between malformed requests,
+/// bad keys and bad signatures.
+fn signed_error(e: SignedError) -> RegistryError {
+    match e {
+        SignedError::TooLarge => RegistryError::InvalidRequest(e.to_string()),
+        SignedError::Malformed(m) => {
+            if m.contains("weak") || m.contains("ed25519 public key") {
+                RegistryError::InvalidKey(format!("payload has an invalid key: {m}"))
+            } else {
+                RegistryError::InvalidRequest(format!("payload is malformed: {m}"))
+            }
+        }
+        SignedError::AddressMismatch { .. } => RegistryError::InvalidSignature(e.to_string()),
+        SignedError::Signature(KeyError::WeakKey | KeyError::InvalidKey) => {
+            RegistryError::InvalidKey(e.to_string())
+        }
+        other => RegistryError::InvalidSignature(other.to_string()),
+    }
+}
+
+fn fresh(seq: u64) -> Result<(), RegistryError> {
+    check_fresh(seq, now_micros()).map_err(RegistryError::Stale)
+}
+
+impl CachedAccount {
+    fn from_row(row: AccountRow) -> Result<Self, StoreError> {
+        let key = PublicKey::from_bytes(&row.public_key)
+            .map_err(|e| StoreError::Corrupt(format!("key of {}: {e}", row.name)))?;
+        Ok(Self {
+            key,
+            last_seq: row.last_seq,
+            presence: row.presence.map(|p| CachedPresence {
+                expires_at: p.expires_at,
+                envelope: Arc::from(p.envelope),
+            }),
+        })
+    }
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Store, opts: RegistryOptions) -> Self {
+        let accounts = Cache::builder().max_capacity(opts.max_accounts).build();
+        let sessions = Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(opts.session_ttl)
+            .build();
+        Self {
+            opts,
+            store,
+            accounts,
+            sessions,
+            write_lock: RwLock::new(()),
+        }
+    }
+
+    /// This node's domain.
+    pub fn domain(&self) -> &Host {
+        &self.opts.domain
+    }
+
+    /// The store behind the registry.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether `address` belongs to this node.
+    pub fn is_local(&self, address: &Address) -> bool {
+        address.host() == &self.opts.domain
+    }
+
+    /// Reads an account through the cache.
+    async fn account(&self, address: &Address) -> Result<Option<Arc<CachedAccount>>, StoreError> {
+        let name = address.name().as_str();
+        if let Some(hit) = self.accounts.get(name).await {
+            return Ok(Some(hit));
+        }
+        let _shared = self.write_lock.read().await;
+        let Some(row) = self.store.account(name).await? else {
+            return Ok(None);
+        };
+        let account = Arc::new(CachedAccount::from_row(row)?);
+        self.accounts
+            .insert(name.to_owned(), Arc::clone(&account))
+            .await;
+        Ok(Some(account))
+    }
+
+    /// Creates an account (`POST /v1/accounts`).
+    pub async fn register(&self, req: RegisterRequest) -> Result<AccountInfo, RegistryError> {
+        let reg = req.registration.decode_unverified().map_err(signed_error)?;
+        if !self.is_local(&reg.address) {
+            return Err(RegistryError::WrongDomain(reg.address));
+        }
+        fresh(reg.seq)?;
+        req.registration
+            .verify(&reg.public_key, &reg.address)
+            .map_err(signed_error)?;
+        let invite = match self.opts.registration {
+            RegistrationPolicy::Open => None,
+            RegistrationPolicy::Closed => return Err(RegistryError::RegistrationClosed),
+            RegistrationPolicy::Invite => match req.invite.as_deref() {
+                Some(token) if !token.is_empty() => Some(invite_hash(token)),
+                _ => return Err(RegistryError::InviteRequired),
+            },
+        };
+        let name = reg.address.name().as_str();
+        let _exclusive = self.write_lock.write().await;
+        let created = self
+            .store
+            .create_account(
+                name,
+                reg.public_key.to_bytes(),
+                reg.seq,
+                invite,
+                now_secs(),
+            )
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(StoreError::NameTaken) => return Err(RegistryError::NameTaken(reg.address)),
+            Err(StoreError::BadInvite) => return Err(RegistryError::InviteRequired),
+            Err(e) => return Err(e.into()),
+        }
+        self.accounts
+            .insert(
+                name.to_owned(),
+                Arc::new(CachedAccount {
+                    key: reg.public_key,
+                    last_seq: reg.seq,
+                    presence: None,
+                }),
+            )
+            .await;
+        Ok(AccountInfo {
+            fingerprint: reg.public_key.fingerprint(),
+            address: reg.address,
+            public_key: reg.public_key,
+        })
+    }
+
+    /// The first checks of every signed account operation: the account exists, the record
+    /// verifies under its key for `address`.
+    async fn authorize<T: Record>(
+        &self,
+        address: &Address,
+        signed: &Signed<T>,
+    ) -> Result<(T, Arc<CachedAccount>), RegistryError> {
+        if !self.is_local(address) {
+            return Err(RegistryError::WrongDomain(address.clone()));
+        }
+        let account = self
+            .account(address)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownUser(address.clone()))?;
+        let record = signed.verify(&account.key, address).map_err(signed_error)?;
+        Ok((record, account))
+    }
+
+    fn check_seq(seq: u64, account: &CachedAccount) -> Result<(), RegistryError> {
+        if seq <= account.last_seq {
+            return Err(RegistryError::Replayed {
+                seq,
+                last_seq: account.last_seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// Commits a change and brings the cache up to date.
+    async fn commit(
+        &self,
+        address: &Address,
+        account: &CachedAccount,
+        seq: u64,
+        change: Change,
+        updated: Option<CachedAccount>,
+    ) -> Result<(), RegistryError> {
+        let name = address.name().as_str();
+        let _exclusive = self.write_lock.write().await;
+        let result = self
+            .store
+            .apply(name, account.key.to_bytes(), seq, change)
+            .await;
+        match result {
+            Ok(()) => {
+                match updated {
+                    Some(a) => self.accounts.insert(name.to_owned(), Arc::new(a)).await,
+                    None => self.accounts.invalidate(name).await,
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The cached copy was stale (another writer won); reload it next time.
+                self.accounts.invalidate(name).await;
+                Err(match e {
+                    StoreError::NoAccount => RegistryError::UnknownUser(address.clone()),
+                    StoreError::Conflict => RegistryError::Replayed {
+                        seq,
+                        last_seq: account.last_seq,
+                    },
+                    other => other.into(),
+                })
+            }
+        }
+    }
+
+    /// Stores a presence record (`PUT /v1/accounts/{address}/presence`).
+    pub async fn publish(
+        &self,
+        address: &Address,
+        signed: Signed<Presence>,
+    ) -> Result<PublishResponse, RegistryError> {
+        let (presence, account) = self.authorize(address, &signed).await?;
+        presence
+            .validate(now_micros())
+            .map_err(RegistryError::InvalidRecord)?;
+        Self::check_seq(presence.seq, &account)?;
+        let envelope = serde_json::to_string(&signed)
+            .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
+        let row = PresenceRow {
+            seq: presence.seq,
+            expires_at: presence.expires_at,
+            envelope: envelope.clone(),
+        };
+        let updated = CachedAccount {
+            key: account.key,
+            last_seq: presence.seq,
+            presence: Some(CachedPresence {
+                expires_at: presence.expires_at,
+                envelope: Arc::from(envelope),
+            }),
+        };
+        self.commit(
+            address,
+            &account,
+            presence.seq,
+            Change::Publish(row),
+            Some(updated),
+        )
+        .await?;
+        Ok(PublishResponse {
+            seq: presence.seq,
+            expires_at: presence.expires_at,
+        })
+    }
+
+    /// Drops the presence record (`POST /v1/accounts/{address}/presence/withdraw`).
+    pub async fn withdraw(
+        &self,
+        address: &Address,
+        signed: Signed<Withdrawal>,
+    ) -> Result<(), RegistryError> {
+        let (w, account) = self.authorize(address, &signed).await?;
+        fresh(w.seq)?;
+        Self::check_seq(w.seq, &account)?;
+        let updated = CachedAccount {
+            key: account.key,
+            last_seq: w.seq,
+            presence: None,
+        };
+        self.commit(address, &account, w.seq, Change::Withdraw, Some(updated))
+            .await
+    }
+
+    /// Replaces the account key (`POST /v1/accounts/{address}/rotate`). The presence record
+    /// goes too: it was signed by the old key.
+    pub async fn rotate(
+        &self,
+        address: &Address,
+        req: RotateRequest,
+    ) -> Result<AccountInfo, RegistryError> {
+        let (rotation, account) = self.authorize(address, &req.rotation).await?;
+        req.rotation
+            .verify_countersignature(&rotation.new_key, address, &req.new_key_signature)
+            .map_err(|e| {
+                RegistryError::InvalidSignature(format!("new key's countersignature: {e}"))
+            })?;
+        if rotation.new_key == account.key {
+            return Err(RegistryError::InvalidRequest(
+                "the new key is the current key".into(),
+            ));
+        }
+        fresh(rotation.seq)?;
+        Self::check_seq(rotation.seq, &account)?;
+        let updated = CachedAccount {
+            key: rotation.new_key,
+            last_seq: rotation.seq,
+            presence: None,
+        };
+        self.commit(
+            address,
+            &account,
+            rotation.seq,
+            Change::Rotate(rotation.new_key.to_bytes()),
+            Some(updated),
+        )
+        .await?;
+        Ok(AccountInfo {
+            address: address.clone(),
+            public_key: rotation.new_key,
+            fingerprint: rotation.new_key.fingerprint(),
+        })
+    }
+
+    /// Deletes the account and its presence record (`POST /v1/accounts/{address}/delete`).
+    pub async fn delete(
+        &self,
+        address: &Address,
+        signed: Signed<Deletion>,
+    ) -> Result<(), RegistryError> {
+        let (d, account) = self.authorize(address, &signed).await?;
+        fresh(d.seq)?;
+        Self::check_seq(d.seq, &account)?;
+        self.commit(address, &account, d.seq, Change::Delete, None)
+            .await
+    }
+
+    /// Opens a lookup session (`POST /v1/sessions`); returns the token and its lifetime.
+    pub async fn login(&self, signed: Signed<Login>) -> Result<(String, u64), RegistryError> {
+        let claimed = signed.decode_unverified().map_err(signed_error)?;
+        let address = claimed.address;
+        let (login, account) = self.authorize(&address, &signed).await?;
+        fresh(login.seq)?;
+        Self::check_seq(login.seq, &account)?;
+        let updated = CachedAccount {
+            last_seq: login.seq,
+            ..(*account).clone()
+        };
+        self.commit(&address, &account, login.seq, Change::Touch, Some(updated))
+            .await?;
+        let token = random_token();
+        self.sessions
+            .insert(
+                token.clone(),
+                Arc::new(Session {
+                    address,
+                    key: account.key,
+                }),
+            )
+            .await;
+        Ok((token, self.opts.session_ttl.as_secs()))
+    }
+
+    /// The session of a bearer token, if it is known, unexpired, and its account still
+    /// exists with the same key.
+    pub async fn session(&self, token: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        let Some(session) = self.sessions.get(token).await else {
+            return Ok(None);
+        };
+        match self.account(&session.address).await? {
+            Some(account) if account.key == session.key => Ok(Some(session)),
+            _ => {
+                self.sessions.invalidate(token).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Looks up one of this node's users; expired presence records are never returned.
+    pub async fn lookup_local(&self, address: &Address) -> Result<LocalLookup, RegistryError> {
+        if !self.is_local(address) {
+            return Err(RegistryError::WrongDomain(address.clone()));
+        }
+        let account = self
+            .account(address)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownUser(address.clone()))?;
+        let now = now_secs();
+        Ok(LocalLookup {
+            key: account.key,
+            presence: account
+                .presence
+                .as_ref()
+                .filter(|p| p.expires_at > now)
+                .cloned(),
+        })
+    }
+
+    /// Deletes expired presence records from the store and drops them from the cache.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now = now_secs();
+        let _exclusive = self.write_lock.write().await;
+        let purged = self.store.purge_expired(now).await?;
+        if purged > 0 {
+            self.accounts.invalidate_all();
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,256 @@
+//! The running node: binds the listener, opens the store, loads the server key, and owns
+//! the serving and maintenance tasks.
+//!
+//! Construct with [`Server::bind`] and drive to completion with [`Server::join`], or stop
+//! the tasks with [`Server::shutdown`]. Tasks cannot outlive their handle: they live in a
+//! `JoinSet` owned by the `Server`, which aborts them when dropped.
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use pd_proto::SecretKey;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, TlsConfig};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryOptions};
+use crate::state::AppState;
+use crate::store::Store;
+
+/// How often expired presence records are purged from the store.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A running node.
+pub struct Server {
+    http_addr: SocketAddr,
+    tls: bool,
+    handle: Handle,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+    state: AppState,
+    grace: Duration,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("http_addr", &self.http_addr)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the listener, opens the store, loads (or creates) the server key and starts
+    /// serving. Returns once the listener is bound, so [`Server::http_addr`] is the real
+    /// address (port 0 works).
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("failed to create data dir {}", config.data_dir.display())
+        })?;
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        listener
+            .set_nonblocking(true)
+            .context("failed to configure the listener")?;
+        let http_addr = listener
+            .local_addr()
+            .context("failed to read the listener's address")?;
+        let server_key = load_or_create_key(&config.server_key_path())?;
+        let db_path = config.db_path();
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await
+            .context("store task failed")?
+            .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?;
+        let tls = match &config.tls {
+            Some(tls) => Some(load_tls(tls)?),
+            None => None,
+        };
+        let registry = Arc::new(Registry::new(
+            store,
+            RegistryOptions {
+                domain: config.domain.clone(),
+                registration: config.registration,
+                session_ttl: config.session_ttl,
+                max_accounts: config.cache.max_accounts,
+            },
+        ));
+        let grace = config.limits.request_timeout + Duration::from_secs(1);
+        let state = AppState {
+            config: Arc::new(config),
+            registry: Arc::clone(&registry),
+            metrics: Arc::new(Metrics::new()),
+            server_key: server_key.public(),
+        };
+        let app = http::router(state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let handle = Handle::new();
+        let mut tasks = JoinSet::new();
+        let is_tls = tls.is_some();
+        match tls {
+            Some(tls) => {
+                let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+                tasks.spawn(async move { server.serve(app).await.context("HTTPS server failed") });
+            }
+            None => {
+                let server = axum_server::from_tcp(listener).handle(handle.clone());
+                tasks.spawn(async move { server.serve(app).await.context("HTTP server failed") });
+            }
+        }
+        let (stop, stopped) = watch::channel(false);
+        tasks.spawn(purge_task(registry, stopped));
+        tracing::info!(
+            listen.addr = %http_addr,
+            domain = %state.config.domain,
+            tls = is_tls,
+            "node started"
+        );
+        Ok(Self {
+            http_addr,
+            tls: is_tls,
+            handle,
+            stop,
+            tasks,
+            state,
+            grace,
+        })
+    }
+
+    /// A node for tests: 127.0.0.1 on a free port, data in `dir`, default policies.
+    pub async fn spawn_for_tests(dir: &Path) -> anyhow::Result<Self> {
+        Self::bind(Config::for_tests(dir)).await
+    }
+
+    /// The address the HTTP(S) listener is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The base URL of the API (`http://addr` or `https://addr`).
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
+    /// The handles the HTTP handlers share.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Waits until a task ends (which only happens on failure) and reports why.
+    pub async fn join(mut self) -> anyhow::Result<()> {
+        let outcome = match self.tasks.join_next().await {
+            Some(Ok(Ok(()))) => Err(anyhow!("a node task stopped unexpectedly")),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(anyhow!("a node task panicked: {e}")),
+            None => Ok(()),
+        };
+        let stopped = self.stop_and_wait().await;
+        outcome.and(stopped)
+    }
+
+    /// Stops gracefully: no new connections, in-flight requests finish (up to the request
+    /// timeout), tasks end, then the store is closed.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_and_wait().await
+    }
+
+    async fn stop_and_wait(&mut self) -> anyhow::Result<()> {
+        self.handle.graceful_shutdown(Some(self.grace));
+        let _ = self.stop.send(true);
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(anyhow!("a node task panicked: {e}")),
+            }
+        }
+        self.state
+            .registry
+            .store()
+            .close()
+            .await
+            .context("failed to close the store")?;
+        tracing::info!("node stopped");
+        result
+    }
+}
+
+async fn purge_task(
+    registry: Arc<Registry>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                match registry.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "purged expired presence records"),
+                    Err(e) => tracing::warn!(error = %e, "failed to purge expired presence records"),
+                }
+            }
+            _ = stopped.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Reads the server key from `path`, or creates it (mode 0600) on first start.
+fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => SecretKey::from_text(text.trim())
+            .with_context(|| format!("failed to parse server key {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("failed to create server key {}", path.display()))?;
+            file.write_all(key.to_text().as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("failed to write server key {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("failed to read server key {}", path.display())),
+    }
+}
+
+/// Builds the rustls configuration (ring provider) from PEM files.
+fn load_tls(tls: &TlsConfig) -> anyhow::Result<RustlsConfig> {
+    let cert_pem = std::fs::read(&tls.cert)
+        .with_context(|| format!("failed to read TLS certificate {}", tls.cert.display()))?;
+    let key_pem = std::fs::read(&tls.key)
+        .with_context(|| format!("failed to read TLS key {}", tls.key.display()))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("failed to parse TLS certificate {}", tls.cert.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("no certificate in {}", tls.cert.display()));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .with_context(|| format!("failed to parse TLS key {}", tls.key.display()))?
+        .ok_or_else(|| anyhow!("no private key in {}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("failed to set up TLS")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match or are unsupported")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(RustlsConfig::from_config(Arc::new(config)))
+}

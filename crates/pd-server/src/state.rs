@@ -1,0 +1,23 @@
+//! The state shared by every request handler: cheap handles to the registry, the
+//! configuration, the metrics and the node's identity.
+
+use std::sync::Arc;
+
+use pd_proto::PublicKey;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Handles shared by the HTTP handlers; cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The node's configuration.
+    pub config: Arc<Config>,
+    /// Accounts, presence and sessions of this node's users.
+    pub registry: Arc<Registry>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The node's public server key (published in `/.well-known/pd`).
+    pub server_key: PublicKey,
+}
