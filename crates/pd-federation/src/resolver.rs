@@ -634,3 +634,544 @@ pub(crate) mod test_support {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::join_all;
+    use prometheus_client::encoding::text::encode;
+    use tokio::time::{advance, timeout};
+
+    use super::test_support::signed_response;
+    use super::*;
+
+    /// What the fake remote node answers.
+    #[derive(Debug, Clone)]
+    enum Reply {
+        /// A signed answer; the presence record expires after this many seconds.
+        Found(Option<u64>),
+        /// A well-signed answer about another address.
+        About(Address),
+        Fail(UpstreamError),
+    }
+
+    /// Test double of the network edge: counts fetches, answers as told, optionally slowly.
+    #[derive(Debug)]
+    struct FakeUpstream {
+        calls: AtomicUsize,
+        reply: Mutex<Reply>,
+        delay: Mutex<Duration>,
+    }
+
+    impl FakeUpstream {
+        fn new(reply: Reply) -> Arc<Self> {
+            Arc::new(Self {
+                calls: AtomicUsize::new(0),
+                reply: Mutex::new(reply),
+                delay: Mutex::new(Duration::ZERO),
+            })
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn set(&self, reply: Reply) {
+            *self.reply.lock().unwrap() = reply;
+        }
+        fn set_delay(&self, delay: Duration) {
+            *self.delay.lock().unwrap() = delay;
+        }
+    }
+
+    impl UpstreamLookup for FakeUpstream {
+        async fn fetch(&self, addr: &Address) -> Result<LookupResponse, UpstreamError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let reply = self.reply.lock().unwrap().clone();
+            match reply {
+                Reply::Found(expires_in) => Ok(signed_response(addr, expires_in)),
+                Reply::About(other) => Ok(signed_response(&other, None)),
+                Reply::Fail(err) => Err(err),
+            }
+        }
+    }
+
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    fn no_jitter() -> BackoffConfig {
+        BackoffConfig {
+            jitter: 0.0,
+            ..BackoffConfig::default()
+        }
+    }
+
+    fn resolver(reply: Reply) -> (Resolver<Arc<FakeUpstream>>, Arc<FakeUpstream>) {
+        resolver_with(reply, CacheConfig::default())
+    }
+
+    fn resolver_with(
+        reply: Reply,
+        cache: CacheConfig,
+    ) -> (Resolver<Arc<FakeUpstream>>, Arc<FakeUpstream>) {
+        let fake = FakeUpstream::new(reply);
+        (Resolver::new(Arc::clone(&fake), cache, no_jitter()), fake)
+    }
+
+    fn unreachable() -> Reply {
+        Reply::Fail(UpstreamError::Unreachable("connection refused".into()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hundred_concurrent_cold_lookups_make_one_upstream_request() {
+        let (r, fake) = resolver(Reply::Found(Some(600)));
+        fake.set_delay(Duration::from_millis(200));
+        let a = addr("gordon.freeman@blackmesa.us");
+        let results = join_all((0..100).map(|_| r.lookup(&a, LookupMode::Normal))).await;
+        assert_eq!(fake.calls(), 1);
+        for result in results {
+            let resolved = result.unwrap();
+            assert_eq!(resolved.response.source, Source::Remote);
+            assert_eq!(resolved.response.address, a);
+        }
+        assert_eq!(r.metrics().coalesced_waits.get(), 99);
+        assert_eq!(r.metrics().upstream_requests.get(), 1);
+        // And the answer is now cached.
+        let again = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(again.response.source, Source::Cache);
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_lookups_share_a_failure_without_caching_it() {
+        let (r, fake) = resolver(Reply::Fail(UpstreamError::NoNode));
+        fake.set_delay(Duration::from_millis(200));
+        let a = addr("gordon.freeman@blackmesa.us");
+        let results = join_all((0..10).map(|_| r.lookup(&a, LookupMode::Normal))).await;
+        assert_eq!(fake.calls(), 1);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(ResolveError::NoNode)))
+        );
+        // Not cached as a negative answer: the next lookup asks again.
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::NoNode
+        );
+        assert_eq!(fake.calls(), 2);
+        assert!(r.backoff().allows(a.host()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_loader_leaves_nothing_poisoned() {
+        let (r, fake) = resolver(Reply::Found(None));
+        fake.set_delay(Duration::from_secs(10));
+        let a = addr("gordon.freeman@blackmesa.us");
+
+        // The leader is dropped mid-fetch.
+        let cut = timeout(Duration::from_secs(1), r.lookup(&a, LookupMode::Normal)).await;
+        assert!(cut.is_err());
+        assert_eq!(fake.calls(), 1);
+
+        // A fresh lookup fetches again and succeeds.
+        fake.set_delay(Duration::ZERO);
+        let resolved = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(resolved.response.source, Source::Remote);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiter_takes_over_when_the_leader_is_cancelled() {
+        let (r, fake) = resolver(Reply::Found(None));
+        fake.set_delay(Duration::from_secs(10));
+        let a = addr("gordon.freeman@blackmesa.us");
+        let leader = timeout(Duration::from_secs(1), r.lookup(&a, LookupMode::Normal));
+        let follower = async {
+            // Join after the leader started.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.lookup(&a, LookupMode::Normal).await
+        };
+        let (cut, followed) = tokio::join!(leader, follower);
+        assert!(cut.is_err());
+        assert_eq!(followed.unwrap().response.source, Source::Remote);
+        assert_eq!(fake.calls(), 2);
+        assert_eq!(r.metrics().coalesced_waits.get(), 1);
+        assert!(r.lock_inflight().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_counts_down_and_entry_is_refetched_after_expiry() {
+        let cache = CacheConfig {
+            no_presence_ttl: Duration::from_secs(300),
+            ..CacheConfig::default()
+        };
+        let (r, fake) = resolver_with(Reply::Found(None), cache);
+        let a = addr("gordon.freeman@blackmesa.us");
+
+        let first = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(
+            (first.response.source, first.ttl_secs),
+            (Source::Remote, 300)
+        );
+        assert_eq!(first.response.ttl, 300);
+
+        advance(Duration::from_secs(100)).await;
+        let hit = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!((hit.response.source, hit.ttl_secs), (Source::Cache, 200));
+
+        advance(Duration::from_secs(199)).await;
+        let hit = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!((hit.response.source, hit.ttl_secs), (Source::Cache, 1));
+        assert_eq!(fake.calls(), 1);
+
+        advance(Duration::from_secs(1)).await;
+        let refetched = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(
+            (refetched.response.source, refetched.ttl_secs),
+            (Source::Remote, 300)
+        );
+        assert_eq!(fake.calls(), 2);
+        assert_eq!(r.metrics().cache_hits.get(), 2);
+        assert_eq!(r.metrics().cache_misses.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn positive_ttl_follows_the_presence_record() {
+        let (r, _fake) = resolver(Reply::Found(Some(600)));
+        let a = addr("gordon.freeman@blackmesa.us");
+        let first = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        // The record's expiry is in wall-clock seconds; allow one second of slack.
+        assert!((599..=600).contains(&first.ttl_secs), "{}", first.ttl_secs);
+        assert!(first.response.presence.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn negative_answers_are_cached_for_the_negative_ttl() {
+        let (r, fake) = resolver(Reply::Fail(UpstreamError::UnknownUser));
+        let a = addr("nobody@blackmesa.us");
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::UnknownUser
+        );
+        advance(Duration::from_secs(59)).await;
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::UnknownUser
+        );
+        assert_eq!(
+            r.lookup(&a, LookupMode::CacheOnly).await.unwrap_err(),
+            ResolveError::UnknownUser
+        );
+        assert_eq!(fake.calls(), 1);
+        assert_eq!(r.metrics().negative_hits.get(), 2);
+
+        advance(Duration::from_secs(1)).await;
+        fake.set(Reply::Found(None));
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal)
+                .await
+                .unwrap()
+                .response
+                .source,
+            Source::Remote
+        );
+        assert_eq!(fake.calls(), 2);
+        // An unknown-user answer proves the peer alive.
+        assert!(r.backoff().allows(a.host()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transport_errors_are_not_cached() {
+        let (r, fake) = resolver(unreachable());
+        let a = addr("gordon.freeman@blackmesa.us");
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Normal).await,
+            Err(ResolveError::Unreachable(_))
+        ));
+        assert!(r.cache().get(&a).await.is_none());
+        assert_eq!(
+            r.lookup(&a, LookupMode::CacheOnly).await.unwrap_err(),
+            ResolveError::NotCached
+        );
+        // Once the backoff ends the peer is asked again, and its answer is used.
+        advance(Duration::from_secs(5)).await;
+        fake.set(Reply::Found(None));
+        let resolved = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(resolved.response.source, Source::Remote);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_answers_are_served_within_the_window_and_refused_beyond() {
+        let (r, fake) = resolver(Reply::Found(None));
+        let a = addr("gordon.freeman@blackmesa.us");
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+
+        // Expired (60 s) and the home node is down: stale, with a short ttl.
+        fake.set(unreachable());
+        advance(Duration::from_secs(61)).await;
+        let stale = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!((stale.response.source, stale.ttl_secs), (Source::Stale, 30));
+        assert_eq!(fake.calls(), 2);
+
+        // The peer is now backing off: stale again, without asking it.
+        let stale = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(stale.response.source, Source::Stale);
+        assert_eq!(fake.calls(), 2);
+        assert_eq!(r.metrics().stale_serves.get(), 2);
+
+        // Near the end of the window the announced ttl does not outlive it.
+        advance(Duration::from_secs(3600 - 1 - 10)).await;
+        let stale = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!((stale.response.source, stale.ttl_secs), (Source::Stale, 10));
+
+        // Past the window: never served.
+        advance(Duration::from_secs(11)).await;
+        r.retry_now(a.host());
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Normal).await,
+            Err(ResolveError::Unreachable(_))
+        ));
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Normal).await,
+            Err(ResolveError::PeerBackingOff { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_answers_fall_back_to_stale_but_authoritative_answers_do_not() {
+        let (r, fake) = resolver(Reply::Found(None));
+        let a = addr("gordon.freeman@blackmesa.us");
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+        advance(Duration::from_secs(61)).await;
+
+        fake.set(Reply::Fail(UpstreamError::BadAnswer(
+            "bad signature".into(),
+        )));
+        let stale = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!(stale.response.source, Source::Stale);
+        // A bad answer counts as a failure of the peer.
+        assert!(r.backoff().allows(a.host()).is_err());
+
+        r.retry_now(a.host());
+        fake.set(Reply::Fail(UpstreamError::RemoteRefused));
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::RemoteRefused
+        );
+
+        fake.set(Reply::Fail(UpstreamError::UnknownUser));
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::UnknownUser
+        );
+        // The deleted user's old answer is gone, replaced by the negative answer.
+        fake.set(unreachable());
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::UnknownUser
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answer_about_another_address_is_dropped() {
+        let a = addr("gordon.freeman@blackmesa.us");
+        let (r, _fake) = resolver(Reply::About(addr("gordon.freeman@evil.example")));
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Normal).await,
+            Err(ResolveError::BadAnswer(_))
+        ));
+        assert!(r.cache().get(&a).await.is_none());
+        assert!(
+            r.cache()
+                .get(&addr("gordon.freeman@evil.example"))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_during_backoff_answer_at_once() {
+        let (r, fake) = resolver(unreachable());
+        let host_addr = addr("gordon.freeman@blackmesa.us");
+        let other = addr("alyx.vance@blackmesa.us");
+        assert!(r.lookup(&host_addr, LookupMode::Normal).await.is_err());
+        assert_eq!(fake.calls(), 1);
+
+        // The peer now hangs; lookups must not wait for it.
+        fake.set_delay(Duration::from_secs(3600));
+        let answer = timeout(
+            Duration::from_millis(10),
+            r.lookup(&other, LookupMode::Normal),
+        )
+        .await
+        .expect("a lookup during backoff must not hang");
+        assert_eq!(
+            answer.unwrap_err(),
+            ResolveError::PeerBackingOff {
+                retry_in: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(fake.calls(), 1);
+        assert_eq!(r.metrics().backoff_rejections.get(), 1);
+
+        // The backoff grows with each failed attempt.
+        fake.set_delay(Duration::ZERO);
+        advance(Duration::from_secs(5)).await;
+        assert!(matches!(
+            r.lookup(&other, LookupMode::Normal).await,
+            Err(ResolveError::Unreachable(_))
+        ));
+        assert_eq!(
+            r.lookup(&other, LookupMode::Normal).await.unwrap_err(),
+            ResolveError::PeerBackingOff {
+                retry_in: Duration::from_secs(10)
+            }
+        );
+        let peers = r.peers();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].failures, 2);
+        assert_eq!(peers[0].health, crate::backoff::PeerHealth::BackingOff);
+
+        // retry_now lets the next lookup through; a success resets the peer.
+        assert!(r.retry_now(other.host()));
+        fake.set(Reply::Found(None));
+        assert_eq!(
+            r.lookup(&other, LookupMode::Normal)
+                .await
+                .unwrap()
+                .response
+                .source,
+            Source::Remote
+        );
+        assert_eq!(r.peers()[0].failures, 0);
+        assert_eq!(r.peers()[0].health, crate::backoff::PeerHealth::Healthy);
+        // Other domains are unaffected by a peer's backoff.
+        assert!(
+            r.backoff()
+                .allows(&Host::parse("aperture.example").unwrap())
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_bypasses_the_cache() {
+        let (r, fake) = resolver(Reply::Found(None));
+        let a = addr("gordon.freeman@blackmesa.us");
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+        advance(Duration::from_secs(20)).await;
+        let refreshed = r.lookup(&a, LookupMode::Refresh).await.unwrap();
+        assert_eq!(
+            (refreshed.response.source, refreshed.ttl_secs),
+            (Source::Remote, 60)
+        );
+        assert_eq!(fake.calls(), 2);
+        let hit = r.lookup(&a, LookupMode::Normal).await.unwrap();
+        assert_eq!((hit.response.source, hit.ttl_secs), (Source::Cache, 60));
+
+        // Refresh never falls back to the cache, not even stale.
+        fake.set(unreachable());
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Refresh).await,
+            Err(ResolveError::Unreachable(_))
+        ));
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Refresh).await,
+            Err(ResolveError::PeerBackingOff { .. })
+        ));
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal)
+                .await
+                .unwrap()
+                .response
+                .source,
+            Source::Cache
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cache_only_misses_give_not_cached() {
+        let (r, fake) = resolver(Reply::Found(None));
+        let a = addr("gordon.freeman@blackmesa.us");
+        assert_eq!(
+            r.lookup(&a, LookupMode::CacheOnly).await.unwrap_err(),
+            ResolveError::NotCached
+        );
+        assert_eq!(fake.calls(), 0);
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+        let hit = r.lookup(&a, LookupMode::CacheOnly).await.unwrap();
+        assert_eq!(hit.response.source, Source::Cache);
+        // An expired entry is not served in cache-only mode.
+        advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            r.lookup(&a, LookupMode::CacheOnly).await.unwrap_err(),
+            ResolveError::NotCached
+        );
+        assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_domain_forces_a_refetch() {
+        let (r, fake) = resolver(Reply::Found(None));
+        let a = addr("gordon.freeman@blackmesa.us");
+        let b = addr("glados@aperture.example");
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+        r.lookup(&b, LookupMode::Normal).await.unwrap();
+        assert_eq!(r.flush_domain(a.host()).await, 1);
+        assert_eq!(
+            r.lookup(&a, LookupMode::Normal)
+                .await
+                .unwrap()
+                .response
+                .source,
+            Source::Remote
+        );
+        assert_eq!(
+            r.lookup(&b, LookupMode::Normal)
+                .await
+                .unwrap()
+                .response
+                .source,
+            Source::Cache
+        );
+        assert_eq!(fake.calls(), 3);
+        assert_eq!(r.flush_where(|_| true).await, 2);
+        assert_eq!(
+            r.lookup(&b, LookupMode::CacheOnly).await.unwrap_err(),
+            ResolveError::NotCached
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn metrics_are_exported() {
+        let (r, fake) = resolver(Reply::Found(None));
+        let a = addr("gordon.freeman@blackmesa.us");
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+        r.lookup(&a, LookupMode::Normal).await.unwrap();
+        fake.set(Reply::Fail(UpstreamError::UnknownUser));
+        r.lookup(&addr("nobody@blackmesa.us"), LookupMode::Normal)
+            .await
+            .unwrap_err();
+
+        let mut registry = Registry::default();
+        r.metrics().register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "pd_federation_lookup_cache_hits_total 1",
+            "pd_federation_lookup_cache_misses_total 2",
+            "pd_federation_lookup_upstream_requests_total 2",
+            "pd_federation_lookup_upstream_errors_total{kind=\"unknown_user\"} 1",
+            "pd_federation_lookup_upstream_latency_seconds_count 2",
+            "pd_federation_lookup_stale_serves_total 0",
+            "pd_federation_lookup_coalesced_waits_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}
