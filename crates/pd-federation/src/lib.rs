@@ -25,3 +25,4 @@ pub mod guard;
 pub mod resolver;
 pub mod backoff;
 pub mod cache;
+pub mod trust;

@@ -1,0 +1,230 @@
+//! Subscribed lists: periodic fetch, parse and merge into the policy in force.
+//!
+//! Fetching goes through a [`ListFetcher`], which the node implements with its guarded
+//! outbound client; this module never opens a connection itself. A fetch or parse failure
+//! keeps the last good copy of the list (and is logged by [`SubscriptionRefresher::run`]);
+//! a successful fetch replaces the list's entries as a whole, so entries that disappear
+//! from the source are removed again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use url::Url;
+
+use super::TrustError;
+use super::handle::{PolicyDiff, Trust};
+use super::lists::{self, ListError};
+use super::policy::SubscribedList;
+
+/// After a failed refresh, the list is tried again after this long (or its refresh
+/// interval, when shorter).
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10 * 60);
+
+/// Fetches the body of a subscribed list. The node implements it with the guarded
+/// outbound client (no redirects to other hosts, size and time limits, IP filter).
+pub trait ListFetcher: Send + Sync {
+    /// Fetches `url` and returns the response body of a successful response, or a
+    /// readable reason.
+    fn fetch(&self, url: &Url) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+}
+
+/// Why a refresh failed. The last good copy of the list stays in force.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The URL is not (or no longer) subscribed.
+    #[error("{0} is not a subscribed list")]
+    NotSubscribed(Url),
+    /// The list could not be fetched.
+    #[error("fetching {url} failed: {message}")]
+    Fetch {
+        /// The list.
+        url: Url,
+        /// Why.
+        message: String,
+    },
+    /// The list was fetched but does not parse.
+    #[error("list {url} is malformed: {source}")]
+    Parse {
+        /// The list.
+        url: Url,
+        /// Why.
+        source: ListError,
+    },
+    /// The policy could not be rebuilt.
+    #[error(transparent)]
+    Policy(#[from] TrustError),
+}
+
+/// What the refresher knows about one subscription, for the admin surface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionStatus {
+    /// When the list was last tried.
+    pub last_attempt: Option<SystemTime>,
+    /// When it was last fetched and parsed successfully.
+    pub last_success: Option<SystemTime>,
+    /// The error of the last attempt, if it failed.
+    pub last_error: Option<String>,
+    /// Entries in the copy in force.
+    pub entries: usize,
+}
+
+/// Keeps the subscribed lists of a [`Trust`] handle fresh.
+///
+/// Drive it with [`SubscriptionRefresher::run`], a future the server spawns in its task
+/// set together with its shutdown signal; [`SubscriptionRefresher::refresh`] refreshes one
+/// list now (for an admin "refresh" action).
+#[derive(Debug)]
+pub struct SubscriptionRefresher<F> {
+    trust: Trust,
+    fetcher: F,
+    status: Mutex<HashMap<Url, SubscriptionStatus>>,
+}
+
+impl<F: ListFetcher> SubscriptionRefresher<F> {
+    /// A refresher for the subscriptions of `trust`, fetching with `fetcher`.
+    pub fn new(trust: Trust, fetcher: F) -> Self {
+        Self {
+            trust,
+            fetcher,
+            status: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Fetches and parses the list at `url` and puts its entries in force. On error the
+    /// last good copy stays in force.
+    pub async fn refresh(&self, url: &Url) -> Result<PolicyDiff, RefreshError> {
+        let result = self.try_refresh(url).await;
+        let now = SystemTime::now();
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = status.entry(url.clone()).or_default();
+        s.last_attempt = Some(now);
+        match &result {
+            Ok(diff) => {
+                s.last_success = Some(now);
+                s.last_error = None;
+                s.entries = diff
+                    .after()
+                    .subscribed()
+                    .get(url)
+                    .map_or(0, |l| l.entries.len());
+            }
+            Err(e) => s.last_error = Some(e.to_string()),
+        }
+        result
+    }
+
+    async fn try_refresh(&self, url: &Url) -> Result<PolicyDiff, RefreshError> {
+        let subscribed = |trust: &Trust| {
+            trust
+                .current()
+                .local()
+                .subscriptions
+                .iter()
+                .any(|s| &s.url == url)
+        };
+        if !subscribed(&self.trust) || url.scheme() != "https" {
+            return Err(RefreshError::NotSubscribed(url.clone()));
+        }
+        let body = self
+            .fetcher
+            .fetch(url)
+            .await
+            .map_err(|message| RefreshError::Fetch {
+                url: url.clone(),
+                message,
+            })?;
+        let parsed = lists::parse(&body).map_err(|source| RefreshError::Parse {
+            url: url.clone(),
+            source,
+        })?;
+        for w in &parsed.warnings {
+            tracing::warn!(subscription.url = %url, line = w.line, "{}", w.message);
+        }
+        let list = SubscribedList {
+            entries: parsed.entries,
+            fetched_at: SystemTime::now(),
+        };
+        let diff = self
+            .trust
+            .update(&format!("subscription {url}"), |p| p.with_list(url, list))
+            .map_err(|e| match e {
+                // The subscription was removed by a reload while the fetch ran.
+                TrustError::NotSubscribed(url) => RefreshError::NotSubscribed(url),
+                other => RefreshError::Policy(other),
+            })?;
+        Ok(diff)
+    }
+
+    /// The status of each subscription tried so far.
+    pub fn status(&self) -> HashMap<Url, SubscriptionStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Refreshes every subscribed list at start and then every `refresh` interval (failed
+    /// ones after [`RETRY_AFTER_FAILURE`]), following reloads that add or remove
+    /// subscriptions, until `shutdown` completes. Failures are logged here.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut changes = self.trust.subscribe_changes();
+        let mut next_due: HashMap<Url, Instant> = HashMap::new();
+        loop {
+            changes.borrow_and_update();
+            let subscriptions = self.trust.current().local().subscriptions.clone();
+            next_due.retain(|url, _| subscriptions.iter().any(|s| &s.url == url));
+            for sub in &subscriptions {
+                let due = *next_due.entry(sub.url.clone()).or_insert_with(Instant::now);
+                if due > Instant::now() {
+                    continue;
+                }
+                let result = tokio::select! {
+                    r = self.refresh(&sub.url) => r,
+                    () = &mut shutdown => return,
+                };
+                let delay = match result {
+                    Ok(_) => {
+                        tracing::debug!(subscription.url = %sub.url, "subscribed list refreshed");
+                        sub.refresh
+                    }
+                    Err(RefreshError::NotSubscribed(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(
+                            subscription.url = %sub.url,
+                            error = %e,
+                            "subscribed list not refreshed; keeping the last good copy"
+                        );
+                        sub.refresh.min(RETRY_AFTER_FAILURE)
+                    }
+                };
+                next_due.insert(sub.url.clone(), Instant::now() + delay);
+            }
+            let wake = next_due.values().min().copied();
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = sleep_until(wake) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // The handle is gone; nothing left to refresh.
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
