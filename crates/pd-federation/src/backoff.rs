@@ -74,13 +74,22 @@ pub struct RetryAt {
 }
 
 /// Whether a peer is currently contacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerHealth {
     /// The last contact succeeded, or the backoff delay has run out.
     Healthy,
     /// The peer failed and is not contacted before its retry time.
     BackingOff,
+}
+
+impl PeerHealth {
+    /// `healthy` or `backing_off`, for admin listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::BackingOff => "backing_off",
+        }
+    }
 }
 
 /// One peer as listed by [`Backoff::snapshot`].

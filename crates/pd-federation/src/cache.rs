@@ -8,6 +8,7 @@
 //! the cache's behaviour exact under paused time in tests.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
@@ -149,6 +150,9 @@ pub fn ttl_secs(d: Duration) -> u64 {
 pub struct LookupCache {
     config: CacheConfig,
     entries: Cache<Address, Arc<CacheEntry>>,
+    /// Incremented by every flush, so that a fetch that started before a flush does not
+    /// store its answer after it.
+    epoch: Arc<AtomicU64>,
 }
 
 impl LookupCache {
@@ -166,7 +170,17 @@ impl LookupCache {
             .weigher(move |_: &Address, entry: &Arc<CacheEntry>| entry.size.max(floor))
             .time_to_live(keep.max(Duration::from_secs(1)))
             .build();
-        Self { config, entries }
+        Self {
+            config,
+            entries,
+            epoch: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The flush counter; pass it to [`LookupCache::store_since`] for an answer fetched
+    /// after reading it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// The settings in use.
@@ -179,9 +193,32 @@ impl LookupCache {
         self.entries.get(addr).await
     }
 
-    /// Stores a verified positive answer. Its lifetime runs until the presence record's
-    /// expiry (or `no_presence_ttl` without one), clamped to `[min_ttl, max_ttl]`.
+    /// Stores a verified positive answer (see [`LookupCache::found_entry`]).
     pub async fn insert_found(&self, addr: Address, response: LookupResponse) -> Arc<CacheEntry> {
+        let entry = self.found_entry(&addr, response);
+        self.entries.insert(addr, Arc::clone(&entry)).await;
+        entry
+    }
+
+    /// Stores `entry` unless the cache was flushed since `epoch` was read (see
+    /// [`LookupCache::epoch`]); returns whether it was stored.
+    pub async fn store_since(&self, epoch: u64, addr: &Address, entry: &Arc<CacheEntry>) -> bool {
+        if self.epoch() != epoch {
+            return false;
+        }
+        self.entries.insert(addr.clone(), Arc::clone(entry)).await;
+        // A flush that began while inserting may have missed the new entry: undo.
+        if self.epoch() != epoch {
+            self.entries.invalidate(addr).await;
+            return false;
+        }
+        true
+    }
+
+    /// A positive entry for `response`, not yet stored. Its lifetime runs until the
+    /// presence record's expiry (or `no_presence_ttl` without one), clamped to
+    /// `[min_ttl, max_ttl]`.
+    pub fn found_entry(&self, addr: &Address, response: LookupResponse) -> Arc<CacheEntry> {
         let now = Instant::now();
         let presence_left = response
             .presence
@@ -190,28 +227,30 @@ impl LookupCache {
             .map(|p| Duration::from_secs(p.expires_at.saturating_sub(unix_now_secs())));
         let lifetime = presence_left.unwrap_or(self.config.no_presence_ttl);
         let ttl = lifetime.max(self.config.min_ttl).min(self.config.max_ttl);
-        let size = approx_size(&addr, &response);
-        let entry = Arc::new(CacheEntry {
+        let size = approx_size(addr, &response);
+        Arc::new(CacheEntry {
             answer: CachedAnswer::Found(Box::new(response)),
             fresh_until: now + ttl,
             presence_until: presence_left.map(|left| now + left),
             size,
-        });
-        self.entries.insert(addr, Arc::clone(&entry)).await;
-        entry
+        })
     }
 
     /// Stores an "unknown user" answer for `negative_ttl`, replacing any positive one.
     pub async fn insert_unknown(&self, addr: Address) -> Arc<CacheEntry> {
-        let size = approx_address_size(&addr);
-        let entry = Arc::new(CacheEntry {
+        let entry = self.unknown_entry(&addr);
+        self.entries.insert(addr, Arc::clone(&entry)).await;
+        entry
+    }
+
+    /// A negative entry for `addr`, lasting `negative_ttl`, not yet stored.
+    pub fn unknown_entry(&self, addr: &Address) -> Arc<CacheEntry> {
+        Arc::new(CacheEntry {
             answer: CachedAnswer::UnknownUser,
             fresh_until: Instant::now() + self.config.negative_ttl,
             presence_until: None,
-            size,
-        });
-        self.entries.insert(addr, Arc::clone(&entry)).await;
-        entry
+            size: approx_address_size(addr),
+        })
     }
 
     /// Removes the entry for `addr`.
@@ -227,6 +266,7 @@ impl LookupCache {
     /// Removes every entry whose address's host matches `pred`; returns how many were
     /// removed.
     pub async fn flush_where(&self, pred: impl Fn(&Host) -> bool) -> usize {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let doomed: Vec<Arc<Address>> = self
             .entries
             .iter()

@@ -301,6 +301,7 @@ impl<U: UpstreamLookup> Resolver<U> {
     async fn fetch_and_store(&self, addr: &Address) -> FetchOutcome {
         let host = addr.host();
         self.metrics.upstream_requests.inc();
+        let epoch = self.cache.epoch();
         let started = Instant::now();
         let result = self
             .upstream
@@ -313,7 +314,9 @@ impl<U: UpstreamLookup> Resolver<U> {
         match result {
             Ok(response) => {
                 self.backoff.record_success(host);
-                Ok(self.cache.insert_found(addr.clone(), response).await)
+                let entry = self.cache.found_entry(addr, response);
+                self.cache.store_since(epoch, addr, &entry).await;
+                Ok(entry)
             }
             Err(err) => {
                 self.metrics
@@ -325,7 +328,8 @@ impl<U: UpstreamLookup> Resolver<U> {
                 match &err {
                     UpstreamError::UnknownUser => {
                         self.backoff.record_success(host);
-                        self.cache.insert_unknown(addr.clone()).await;
+                        let entry = self.cache.unknown_entry(addr);
+                        self.cache.store_since(epoch, addr, &entry).await;
                     }
                     UpstreamError::RemoteRefused => self.backoff.record_success(host),
                     UpstreamError::Unreachable(why) | UpstreamError::BadAnswer(why) => {
@@ -1145,6 +1149,20 @@ mod tests {
             r.lookup(&b, LookupMode::CacheOnly).await.unwrap_err(),
             ResolveError::NotCached
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_during_a_fetch_keeps_its_answer_out_of_the_cache() {
+        let (r, fake) = resolver(Reply::Found(None));
+        fake.set_delay(Duration::from_secs(1));
+        let a = addr("gordon.freeman@blackmesa.us");
+        let (resolved, flushed) = tokio::join!(r.lookup(&a, LookupMode::Normal), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.flush_domain(a.host()).await
+        });
+        assert_eq!(resolved.unwrap().response.source, Source::Remote);
+        assert_eq!(flushed, 0);
+        assert!(r.cache().get(&a).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
