@@ -750,6 +750,30 @@ mod tests {
         assert_eq!(fake.calls(), 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hundred_lookups_from_parallel_tasks_make_one_upstream_request() {
+        let (r, fake) = resolver(Reply::Found(None));
+        fake.set_delay(Duration::from_millis(50));
+        let r = Arc::new(r);
+        let a = addr("gordon.freeman@blackmesa.us");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (r, a) = (Arc::clone(&r), a.clone());
+            tasks.spawn(async move { r.lookup(&a, LookupMode::Normal).await });
+        }
+        let mut remote = 0;
+        while let Some(joined) = tasks.join_next().await {
+            let resolved = joined.unwrap().unwrap();
+            assert_eq!(resolved.response.address, a);
+            remote += usize::from(resolved.response.source == Source::Remote);
+        }
+        assert_eq!(fake.calls(), 1);
+        // Tasks that started after the fetch finished were answered from the cache.
+        let m = r.metrics();
+        assert_eq!(remote as u64, 1 + m.coalesced_waits.get());
+        assert_eq!(m.cache_hits.get() + remote as u64, 100);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn concurrent_lookups_share_a_failure_without_caching_it() {
         let (r, fake) = resolver(Reply::Fail(UpstreamError::NoNode));
