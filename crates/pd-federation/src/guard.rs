@@ -126,7 +126,7 @@ impl GuardedClient {
     /// Whether `url` belongs to a configured static peer (same scheme, host and port).
     pub fn is_static_peer(&self, url: &Url) -> bool {
         let origin = origin_of(url);
-        self.static_origins.iter().any(|o| *o == origin)
+        self.static_origins.contains(&origin)
     }
 
     /// Whether `peer`'s URL is one the client treats as static.

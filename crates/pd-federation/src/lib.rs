@@ -20,8 +20,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod guard;
+pub mod node_auth;
+pub mod upstream;
 pub mod resolver;
 pub mod backoff;
 pub mod cache;

@@ -148,7 +148,7 @@ fn url(s: &str) -> Url {
     Url::parse(s).unwrap()
 }
 
-async fn peer_client(server: &MockServer) -> (GuardedClient, Url) {
+fn peer_client(server: &MockServer) -> (GuardedClient, Url) {
     let client = GuardedClient::new(&config_with_peer(&server.uri())).unwrap();
     (client, url(&server.uri()))
 }
@@ -161,7 +161,7 @@ async fn static_peer_json_round_trip() {
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"a": 1})))
         .mount(&server)
         .await;
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     let value: serde_json::Value = client
         .get_json(&base.join("/ok").unwrap(), HeaderMap::new())
         .await
@@ -245,7 +245,7 @@ async fn plain_http_is_refused_unless_static_peer() {
         .await
         .unwrap_err();
     assert!(matches!(err, OutboundError::Forbidden { .. }), "{err:?}");
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     assert!(client.is_static_peer(&base));
     client.get_bytes(&base, HeaderMap::new()).await.unwrap();
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
@@ -258,7 +258,7 @@ async fn slow_headers_time_out() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&server)
         .await;
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     let started = Instant::now();
     let err = client.get_bytes(&base, HeaderMap::new()).await.unwrap_err();
     assert!(matches!(err, OutboundError::Timeout { .. }), "{err:?}");
@@ -340,7 +340,7 @@ async fn huge_declared_body_is_refused() {
         .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'a'; 100_000]))
         .mount(&server)
         .await;
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     let err = client.get_bytes(&base, HeaderMap::new()).await.unwrap_err();
     assert!(
         matches!(err, OutboundError::TooLarge { limit: 1024, .. }),
@@ -399,7 +399,7 @@ async fn redirects_are_not_followed() {
         )
         .mount(&server)
         .await;
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     let err = client
         .get_bytes(&base.join("/start").unwrap(), HeaderMap::new())
         .await
@@ -423,7 +423,7 @@ async fn server_errors_carry_status_and_body() {
         .respond_with(ResponseTemplate::new(503).set_body_string("overloaded"))
         .mount(&server)
         .await;
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     let err = client.get_bytes(&base, HeaderMap::new()).await.unwrap_err();
     assert_eq!(
         err,
@@ -448,7 +448,7 @@ async fn garbage_json_and_wrong_content_type_are_decode_errors() {
         .respond_with(ResponseTemplate::new(200).set_body_raw("{}", "text/html"))
         .mount(&server)
         .await;
-    let (client, base) = peer_client(&server).await;
+    let (client, base) = peer_client(&server);
     for p in ["/garbage", "/html"] {
         let err = client
             .get_json::<serde_json::Value>(&base.join(p).unwrap(), HeaderMap::new())

@@ -1,0 +1,173 @@
+//! One verified lookup at a remote node: locate the node, send a signed
+//! `GET {base}/v1/federation/lookup/{address}`, and accept the answer only if it is about
+//! exactly the address asked and its presence record verifies under the returned key.
+//!
+//! Anything else is dropped and logged, never cached: an answer about another name or
+//! another domain is how cache poisoning would happen.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pd_proto::wire::{LookupResponse, Source};
+use pd_proto::{Address, Problem, ProblemType, RecordError};
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+
+use crate::discovery::Discovery;
+use crate::error::{DiscoveryError, OutboundError};
+use crate::guard::decode_json;
+use crate::node_auth::NodeSigner;
+use crate::resolver::{UpstreamError, UpstreamLookup};
+
+/// API path of the federation lookup endpoint, before the encoded address.
+pub const FEDERATION_LOOKUP_PATH: &str = "/v1/federation/lookup/";
+
+/// Fetches lookups from remote nodes on behalf of this node.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    discovery: Arc<Discovery>,
+    signer: NodeSigner,
+}
+
+impl Upstream {
+    /// Uses `discovery` (and its guarded client) to reach nodes, signing as `signer`.
+    pub fn new(discovery: Arc<Discovery>, signer: NodeSigner) -> Self {
+        Self { discovery, signer }
+    }
+
+    /// The path and query of the federation lookup of `addr`, as sent and signed.
+    pub fn lookup_path(addr: &Address) -> String {
+        format!(
+            "{FEDERATION_LOOKUP_PATH}{}",
+            encode_segment(&addr.to_string())
+        )
+    }
+
+    /// Looks `addr` up at its home node and verifies the answer.
+    pub async fn fetch_lookup(&self, addr: &Address) -> Result<LookupResponse, UpstreamError> {
+        let domain = addr.host();
+        let route = self.discovery.locate(domain).await.map_err(|e| match e {
+            DiscoveryError::NoNode { .. } => UpstreamError::NoNode,
+            DiscoveryError::Unreachable { .. } => UpstreamError::Unreachable(e.to_string()),
+            DiscoveryError::Invalid { .. } => UpstreamError::BadAnswer(e.to_string()),
+        })?;
+        let path = Self::lookup_path(addr);
+        let url = route
+            .endpoint(&path)
+            .map_err(|e| UpstreamError::BadAnswer(format!("cannot form the lookup URL: {e}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, self.signer.sign(domain, "GET", &path, b""));
+        let response = self
+            .discovery
+            .client()
+            .get(&url, headers, None)
+            .await
+            .map_err(|e| outbound_error(addr, e))?;
+        match response.status {
+            200 => {}
+            404 if problem_of(&response) == Some(ProblemType::UnknownUser) => {
+                return Err(UpstreamError::UnknownUser);
+            }
+            403 => return Err(UpstreamError::RemoteRefused),
+            500..=599 => {
+                return Err(UpstreamError::Unreachable(format!(
+                    "{domain} answered {}",
+                    response.status
+                )));
+            }
+            status => {
+                return Err(bad_answer(
+                    addr,
+                    format!("unexpected status {status} from {domain}"),
+                ));
+            }
+        }
+        let answer: LookupResponse =
+            decode_json(&url, &response).map_err(|e| bad_answer(addr, e.to_string()))?;
+        verify_answer(addr, answer)
+    }
+}
+
+impl UpstreamLookup for Upstream {
+    fn fetch(
+        &self,
+        addr: &Address,
+    ) -> impl Future<Output = Result<LookupResponse, UpstreamError>> + Send {
+        self.fetch_lookup(addr)
+    }
+}
+
+/// Checks that `answer` is about exactly `asked` and that its presence record verifies;
+/// drops an expired presence record and bounds `ttl` by the record's remaining lifetime.
+fn verify_answer(
+    asked: &Address,
+    mut answer: LookupResponse,
+) -> Result<LookupResponse, UpstreamError> {
+    if answer.address != *asked {
+        return Err(bad_answer(
+            asked,
+            format!("the answer is about {}", answer.address),
+        ));
+    }
+    let now_micros = pd_proto::now_micros();
+    let now = now_micros / 1_000_000;
+    if let Some(envelope) = &answer.presence {
+        let presence = envelope
+            .verify(&answer.public_key, asked)
+            .map_err(|e| bad_answer(asked, format!("presence record refused: {e}")))?;
+        match presence.validate(now_micros) {
+            Ok(()) => {
+                answer.ttl = answer.ttl.min(presence.expires_at.saturating_sub(now));
+            }
+            Err(RecordError::Expired) => {
+                tracing::debug!(address = %asked, "remote served an expired presence record; dropped");
+                answer.presence = None;
+            }
+            Err(e) => return Err(bad_answer(asked, format!("presence record refused: {e}"))),
+        }
+    }
+    answer.source = Source::Remote;
+    Ok(answer)
+}
+
+fn bad_answer(asked: &Address, reason: String) -> UpstreamError {
+    tracing::warn!(address = %asked, remote.host = %asked.host(), %reason, "dropped invalid answer from remote node");
+    UpstreamError::BadAnswer(reason)
+}
+
+fn outbound_error(asked: &Address, err: OutboundError) -> UpstreamError {
+    match err {
+        OutboundError::Connect { .. } | OutboundError::Timeout { .. } => {
+            UpstreamError::Unreachable(err.to_string())
+        }
+        OutboundError::Status { status, .. } if status >= 500 => {
+            UpstreamError::Unreachable(err.to_string())
+        }
+        other => bad_answer(asked, other.to_string()),
+    }
+}
+
+/// The problem type of a problem+json body, if it is one.
+fn problem_of(response: &crate::guard::Response) -> Option<ProblemType> {
+    if !response.is_json() {
+        return None;
+    }
+    serde_json::from_slice::<Problem>(&response.body)
+        .ok()?
+        .problem_type()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

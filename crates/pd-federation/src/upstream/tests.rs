@@ -1,0 +1,304 @@
+//! Tests of the upstream lookup against wiremock remote nodes: the happy path with a
+//! checked request signature, and every kind of wrong, refused or failed answer.
+
+use std::time::Duration;
+
+use pd_proto::node_auth::NodeAuthorization;
+use pd_proto::{Host, Presence, SecretKey, Signed};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::*;
+use crate::config::FederationConfig;
+use crate::guard::GuardedClient;
+
+const ASKED: &str = "alice@b.example";
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+fn host(s: &str) -> Host {
+    Host::parse(s).unwrap()
+}
+
+fn our_key() -> SecretKey {
+    SecretKey::from_seed(&[21; 32])
+}
+
+fn user_key() -> SecretKey {
+    SecretKey::from_seed(&[22; 32])
+}
+
+/// An upstream for node `a.example` whose route to `b.example` is the mock server.
+fn upstream_to(uri: &str) -> Upstream {
+    let config = FederationConfig {
+        peers: vec![format!("b.example={uri}").parse().unwrap()],
+        request_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(1),
+        ..FederationConfig::default()
+    };
+    let client = Arc::new(GuardedClient::new(&config).unwrap());
+    let discovery = Arc::new(Discovery::new(client, &config));
+    Upstream::new(discovery, NodeSigner::new(our_key(), host("a.example")))
+}
+
+fn presence_for(address: &str, key: &SecretKey, lifetime: u64) -> Signed<Presence> {
+    let now = pd_proto::now_micros();
+    Signed::sign(
+        key,
+        &Presence {
+            address: addr(address),
+            endpoints: Vec::new(),
+            seq: now - 1_000_000,
+            expires_at: now / 1_000_000 + lifetime,
+        },
+    )
+}
+
+fn answer(address: &str, presence: Option<Signed<Presence>>, ttl: u64) -> serde_json::Value {
+    serde_json::to_value(LookupResponse {
+        address: addr(address),
+        public_key: user_key().public(),
+        presence,
+        source: Source::Local,
+        ttl,
+    })
+    .unwrap()
+}
+
+async fn remote_answering(response: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/federation/lookup/alice%40b.example"))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn problem(kind: ProblemType) -> ResponseTemplate {
+    ResponseTemplate::new(kind.status()).set_body_raw(
+        serde_json::to_vec(&kind.with_detail("x")).unwrap(),
+        pd_proto::problem::PROBLEM_CONTENT_TYPE,
+    )
+}
+
+#[test]
+fn lookup_path_percent_encodes_the_address() {
+    assert_eq!(
+        Upstream::lookup_path(&addr("alice@b.example:8443")),
+        "/v1/federation/lookup/alice%40b.example%3A8443"
+    );
+    assert_eq!(
+        Upstream::lookup_path(&addr("bob@[::1]")),
+        "/v1/federation/lookup/bob%40%5B%3A%3A1%5D"
+    );
+}
+
+#[tokio::test]
+async fn verified_answer_is_returned_with_a_signed_request() {
+    let presence = presence_for(ASKED, &user_key(), 600);
+    let server = remote_answering(ResponseTemplate::new(200).set_body_json(answer(
+        ASKED,
+        Some(presence),
+        3600,
+    )))
+    .await;
+    let upstream = upstream_to(&server.uri());
+    let response = upstream.fetch(&addr(ASKED)).await.unwrap();
+    assert_eq!(response.address, addr(ASKED));
+    assert_eq!(response.public_key, user_key().public());
+    assert!(response.presence.is_some());
+    assert_eq!(response.source, Source::Remote);
+    assert!(
+        response.ttl <= 600,
+        "ttl bounded by the record: {}",
+        response.ttl
+    );
+
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    let header = request
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let auth = NodeAuthorization::parse(header).unwrap();
+    assert_eq!(auth.origin, host("a.example"));
+    assert_eq!(auth.destination, host("b.example"));
+    let path_and_query = request.url.path();
+    assert_eq!(path_and_query, "/v1/federation/lookup/alice%40b.example");
+    our_key()
+        .public()
+        .verify(
+            &auth.signing_bytes("GET", path_and_query, b""),
+            &auth.signature,
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn answer_without_presence_is_accepted() {
+    let server =
+        remote_answering(ResponseTemplate::new(200).set_body_json(answer(ASKED, None, 60))).await;
+    let response = upstream_to(&server.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap();
+    assert!(response.presence.is_none());
+}
+
+#[tokio::test]
+async fn answers_about_another_name_or_domain_are_dropped() {
+    for other in ["bob@b.example", "alice@c.example", "alice@b.example:8443"] {
+        let presence = presence_for(other, &user_key(), 600);
+        let server = remote_answering(ResponseTemplate::new(200).set_body_json(answer(
+            other,
+            Some(presence),
+            60,
+        )))
+        .await;
+        let err = upstream_to(&server.uri())
+            .fetch_lookup(&addr(ASKED))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::BadAnswer(_)),
+            "{other}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn presence_for_another_address_inside_a_matching_answer_is_dropped() {
+    let presence = presence_for("bob@b.example", &user_key(), 600);
+    let server = remote_answering(ResponseTemplate::new(200).set_body_json(answer(
+        ASKED,
+        Some(presence),
+        60,
+    )))
+    .await;
+    let err = upstream_to(&server.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::BadAnswer(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_presence_signature_is_dropped() {
+    let presence = presence_for(ASKED, &SecretKey::from_seed(&[99; 32]), 600);
+    let server = remote_answering(ResponseTemplate::new(200).set_body_json(answer(
+        ASKED,
+        Some(presence),
+        60,
+    )))
+    .await;
+    let err = upstream_to(&server.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::BadAnswer(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn problems_map_to_distinct_errors() {
+    let cases = [
+        (problem(ProblemType::UnknownUser), "unknown"),
+        (problem(ProblemType::RemoteRefused), "refused"),
+        (problem(ProblemType::RefusedByPolicy), "refused"),
+        (problem(ProblemType::NotFound), "bad"),
+        (problem(ProblemType::InvalidNodeSignature), "bad"),
+        (ResponseTemplate::new(500), "unreachable"),
+        (ResponseTemplate::new(503), "unreachable"),
+        (
+            ResponseTemplate::new(200).set_body_raw("{\"address\":", "application/json"),
+            "bad",
+        ),
+        (
+            ResponseTemplate::new(200).set_body_raw("<html>", "text/html"),
+            "bad",
+        ),
+        (
+            ResponseTemplate::new(302).insert_header("location", "http://10.0.0.1/"),
+            "bad",
+        ),
+    ];
+    for (response, expected) in cases {
+        let server = remote_answering(response).await;
+        let err = upstream_to(&server.uri())
+            .fetch_lookup(&addr(ASKED))
+            .await
+            .unwrap_err();
+        let kind = match err {
+            UpstreamError::UnknownUser => "unknown",
+            UpstreamError::RemoteRefused => "refused",
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::BadAnswer(_) => "bad",
+            _ => "other",
+        };
+        assert_eq!(kind, expected, "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn slow_and_dead_nodes_are_unreachable() {
+    let server = remote_answering(
+        ResponseTemplate::new(200)
+            .set_body_json(answer(ASKED, None, 60))
+            .set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    let err = upstream_to(&server.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Unreachable(_)), "{err:?}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let err = upstream_to(&uri)
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Unreachable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn ip_literal_domain_without_static_route_has_no_node() {
+    let upstream = upstream_to("http://127.0.0.1:9");
+    let err = upstream
+        .fetch_lookup(&addr("alice@127.0.0.1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, UpstreamError::NoNode);
+}
+
+#[tokio::test]
+async fn expired_presence_is_dropped_not_refused() {
+    let now = pd_proto::now_micros();
+    let expired = Signed::sign(
+        &user_key(),
+        &Presence {
+            address: addr(ASKED),
+            endpoints: Vec::new(),
+            seq: now - 120_000_000,
+            expires_at: now / 1_000_000 - 60,
+        },
+    );
+    let server = remote_answering(ResponseTemplate::new(200).set_body_json(answer(
+        ASKED,
+        Some(expired),
+        60,
+    )))
+    .await;
+    let response = upstream_to(&server.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap();
+    assert!(response.presence.is_none());
+}
