@@ -225,6 +225,12 @@ impl<U: UpstreamLookup> Resolver<U> {
                         addr,
                         rx: tx.subscribe(),
                     };
+                    // A fetch may have finished between the cache check and taking the
+                    // lead: then the cache answers, for this lookup and its waiters
+                    // (dropping `tx` unanswered sends them back to the cache too).
+                    if mode != LookupMode::Refresh && self.has_fresh(addr).await {
+                        continue;
+                    }
                     let outcome = self.fetch_and_store(addr).await;
                     tx.send_replace(Some(outcome.clone()));
                     drop(guard);
@@ -286,6 +292,13 @@ impl<U: UpstreamLookup> Resolver<U> {
                 Some(Err(ResolveError::UnknownUser))
             }
         }
+    }
+
+    async fn has_fresh(&self, addr: &Address) -> bool {
+        let window = self.cache.config().stale_window;
+        self.cache.get(addr).await.is_some_and(|entry| {
+            matches!(entry.freshness(Instant::now(), window), Freshness::Fresh(_))
+        })
     }
 
     fn join_or_lead(&self, addr: &Address) -> Role {
