@@ -10,8 +10,9 @@ use arc_swap::ArcSwap;
 use pd_proto::address::Host;
 use tokio::sync::watch;
 
-use super::config::{EntryKind, Mode};
-use super::policy::{ListSource, TrustPolicy};
+use super::TrustError;
+use super::config::{EntryKind, Mode, TrustConfig};
+use super::policy::{ListSource, TrustPolicy, Verdict};
 
 /// A cheap-to-clone handle to the policy in force. Readers take a snapshot with
 /// [`Trust::current`] (lock-free); writers swap in a new policy with [`Trust::replace`] or
@@ -86,6 +87,23 @@ impl Trust {
         Ok(diff)
     }
 
+    /// Puts a new local configuration (already [resolved](super::TrustConfig::resolve)) in
+    /// force, keeping the fetched lists of subscriptions that are still configured. On
+    /// error (e.g. a bad file on SIGHUP) the current policy stays.
+    pub fn reload(&self, local: TrustConfig) -> Result<PolicyDiff, TrustError> {
+        self.update("reload", |p| p.with_local(local))
+    }
+
+    /// Decides about `host` now with the policy in force (see [`TrustPolicy::decide`]).
+    pub fn decide(&self, host: &Host) -> Verdict {
+        self.current().decide(host, SystemTime::now())
+    }
+
+    /// Whether this node federates with `host` now.
+    pub fn allows(&self, host: &Host) -> bool {
+        self.decide(host).allowed
+    }
+
     /// A receiver that sees every replacement of the policy.
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.inner.changed.subscribe()
@@ -115,6 +133,10 @@ impl fmt::Display for DiffEntry {
 /// What a policy replacement changed: mode, added and removed entries, entries whose
 /// reason or expiry changed. Also keeps both policies, so the lookup cache can drop the
 /// answers of hosts the new policy refuses ([`PolicyDiff::newly_refused`]).
+///
+/// Dropping cache entries is an optimisation: an entry can also expire without any
+/// replacement, so cached answers must still be checked against [`Trust::current`] at
+/// the moment of use.
 #[derive(Debug, Clone)]
 pub struct PolicyDiff {
     /// Mode before the change.
@@ -199,6 +221,16 @@ impl PolicyDiff {
             && self.changed.is_empty()
     }
 
+    /// Whether the change can refuse a host that was allowed before: the mode became
+    /// `allowlist`, or deny entries were added, or allow entries removed, or entries
+    /// changed. When false, the cache need not be scanned.
+    pub fn may_refuse_more(&self) -> bool {
+        (self.mode_before == Mode::Open && self.mode_after == Mode::Allowlist)
+            || self.added.iter().any(|e| e.kind == EntryKind::Deny)
+            || self.removed.iter().any(|e| e.kind == EntryKind::Allow)
+            || !self.changed.is_empty()
+    }
+
     /// Whether `host` was allowed before the change and is refused after it, at `now`.
     /// The lookup cache uses this to drop answers of newly refused domains.
     pub fn newly_refused(&self, host: &Host, now: SystemTime) -> bool {
@@ -223,6 +255,8 @@ impl PolicyDiff {
             cause,
             mode.before = %self.mode_before,
             mode.after = %self.mode_after,
+            entries.before = self.before.rules().len(),
+            entries.after = self.after.rules().len(),
             added = %join(&self.added),
             removed = %join(&self.removed),
             changed = %join(&self.changed),

@@ -321,15 +321,24 @@ impl TrustPolicy {
                 why: Reason::OwnDomain,
             };
         }
-        let candidates: Vec<&Rule> = self
+        // Equally specific matches share one pattern, so ranking by (specificity, local,
+        // deny) applies the rules in order: the most specific entry, then local over
+        // subscribed, then deny over allow. On a full tie the first listed entry decides.
+        let rank = |r: &Rule| {
+            (
+                r.entry.pattern.specificity(),
+                r.source == ListSource::Local,
+                r.kind == EntryKind::Deny,
+            )
+        };
+        let winner = self
             .candidates(host)
             .filter(|r| r.entry.pattern.matches(host) && !r.entry.is_expired(now))
-            .collect();
-        let Some(best) = candidates
-            .iter()
-            .map(|r| r.entry.pattern.specificity())
-            .max()
-        else {
+            .fold(None::<&Rule>, |best, r| match best {
+                Some(b) if rank(b) >= rank(r) => Some(b),
+                _ => Some(r),
+            });
+        let Some(rule) = winner else {
             return match self.mode() {
                 Mode::Open => Verdict {
                     allowed: true,
@@ -341,31 +350,6 @@ impl TrustPolicy {
                     deciding: None,
                     why: Reason::NotInAllowlist,
                 },
-            };
-        };
-        // Equally specific matches share one pattern; local entries override subscribed
-        // ones, then deny beats allow.
-        let top: Vec<&Rule> = candidates
-            .into_iter()
-            .filter(|r| r.entry.pattern.specificity() == best)
-            .collect();
-        let has_local = top.iter().any(|r| r.source == ListSource::Local);
-        let top = top
-            .into_iter()
-            .filter(|r| !has_local || r.source == ListSource::Local);
-        let mut winner: Option<&Rule> = None;
-        for rule in top {
-            match winner {
-                Some(w) if w.kind == EntryKind::Deny || rule.kind == EntryKind::Allow => {}
-                _ => winner = Some(rule),
-            }
-        }
-        let Some(rule) = winner else {
-            // Unreachable: `top` holds at least the entry of specificity `best`.
-            return Verdict {
-                allowed: false,
-                deciding: None,
-                why: Reason::NotInAllowlist,
             };
         };
         Verdict {

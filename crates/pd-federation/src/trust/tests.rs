@@ -815,6 +815,19 @@ mod handle {
         assert!(diff.newly_refused(&host("sub.xen.example:8443"), now()));
         assert!(!diff.newly_refused(&host("old.example"), now()));
         assert!(!diff.newly_refused(&host("other.example"), now()));
+        assert!(diff.may_refuse_more());
+        let diff = trust.replace(policy(
+            "[trust]\ndeny = [\"xen.example\"]\nallow = [\"a.example\"]",
+        ));
+        assert!(!diff.may_refuse_more(), "{diff:?}");
+        assert!(
+            trust
+                .reload(config("[trust]\nmode = \"allowlist\""))
+                .unwrap()
+                .may_refuse_more()
+        );
+        assert!(!trust.allows(&host("a.example")));
+        assert_eq!(trust.decide(&host(OWN)).why, Reason::OwnDomain);
     }
 
     #[test]
@@ -979,6 +992,20 @@ subscriptions = [{ url = "https://community.example/allow.txt", kind = "allow", 
             refresher.refresh(&other).await,
             Err(RefreshError::NotSubscribed(_))
         ));
+    }
+
+    #[test]
+    fn the_refresher_future_can_be_spawned() {
+        fn assert_send<T: Send + 'static>(_: &T) {}
+        let refresher = Arc::new(SubscriptionRefresher::new(
+            Trust::new(policy(CONFIG)),
+            TestFetcher {
+                base: String::new(),
+                client: reqwest::Client::new(),
+            },
+        ));
+        let task = async move { refresher.run(std::future::pending()).await };
+        assert_send(&task);
     }
 
     #[tokio::test]
