@@ -264,7 +264,8 @@ impl LookupCache {
     }
 
     /// Removes every entry whose address's host matches `pred`; returns how many were
-    /// removed.
+    /// removed. Answers of fetches in flight during the flush are not stored (see
+    /// [`LookupCache::store_since`]).
     pub async fn flush_where(&self, pred: impl Fn(&Host) -> bool) -> usize {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let doomed: Vec<Arc<Address>> = self

@@ -19,13 +19,13 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod backoff;
+pub mod cache;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod guard;
 pub mod node_auth;
-pub mod upstream;
 pub mod resolver;
-pub mod backoff;
-pub mod cache;
 pub mod trust;
+pub mod upstream;

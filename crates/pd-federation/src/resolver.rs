@@ -107,7 +107,8 @@ pub enum LookupMode {
     /// Answer from the cache when fresh, otherwise fetch (serving stale on failure).
     #[default]
     Normal,
-    /// Answer only from the cache; never contact the remote node.
+    /// Answer only from a fresh cache entry (an expired one is not served); never
+    /// contact the remote node.
     CacheOnly,
     /// Bypass the cache: always fetch, and store the new answer.
     Refresh,
