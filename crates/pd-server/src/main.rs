@@ -82,8 +82,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Invite(InviteCommand::Create { expires }) => {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-            let store = Store::open(&config.db_path())
-                .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?;
+            let store = Store::open(&config.db_path()).with_context(|| {
+                format!("failed to open the store in {}", config.data_dir.display())
+            })?;
             let token = registry::create_invite(&store, *expires).await?;
             store.close().await?;
             #[allow(clippy::print_stdout)]

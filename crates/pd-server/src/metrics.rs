@@ -65,11 +65,7 @@ impl Metrics {
             requests.clone(),
         );
         registry.register("lookups", "Lookups by source and result", lookups.clone());
-        registry.register(
-            "registrations",
-            "Accounts created",
-            registrations.clone(),
-        );
+        registry.register("registrations", "Accounts created", registrations.clone());
         registry.register(
             "store_errors",
             "Store operations that failed",

@@ -272,13 +272,7 @@ impl Registry {
         let _exclusive = self.write_lock.write().await;
         let created = self
             .store
-            .create_account(
-                name,
-                reg.public_key.to_bytes(),
-                reg.seq,
-                invite,
-                now_secs(),
-            )
+            .create_account(name, reg.public_key.to_bytes(), reg.seq, invite, now_secs())
             .await;
         match created {
             Ok(()) => {}

@@ -55,9 +55,8 @@ impl Server {
     /// address (port 0 works).
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("failed to create data dir {}", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("failed to listen on {}", config.listen))?;
         listener
@@ -71,7 +70,9 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
             .await
             .context("store task failed")?
-            .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?;
+            .with_context(|| {
+                format!("failed to open the store in {}", config.data_dir.display())
+            })?;
         let tls = match &config.tls {
             Some(tls) => Some(load_tls(tls)?),
             None => None,
@@ -92,8 +93,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             server_key: server_key.public(),
         };
-        let app = http::router(state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
         let mut tasks = JoinSet::new();
         let is_tls = tls.is_some();

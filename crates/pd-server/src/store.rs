@@ -471,7 +471,9 @@ mod tests {
         assert!(matches!(bad, Err(StoreError::BadInvite)));
         let expired = s.create_account("a", K1, 1, Some([8; 32]), 160).await;
         assert!(matches!(expired, Err(StoreError::BadInvite)));
-        s.create_account("a", K1, 1, Some([7; 32]), 120).await.unwrap();
+        s.create_account("a", K1, 1, Some([7; 32]), 120)
+            .await
+            .unwrap();
         let reused = s.create_account("b", K1, 1, Some([7; 32]), 120).await;
         assert!(matches!(reused, Err(StoreError::BadInvite)));
     }
@@ -483,7 +485,9 @@ mod tests {
         s.create_invite([7; 32], 100, 200).await.unwrap();
         let taken = s.create_account("a", K2, 1, Some([7; 32]), 120).await;
         assert!(matches!(taken, Err(StoreError::NameTaken)));
-        s.create_account("b", K2, 1, Some([7; 32]), 120).await.unwrap();
+        s.create_account("b", K2, 1, Some([7; 32]), 120)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -82,7 +82,10 @@ impl<S: Send + Sync> FromRequestParts<S> for AddressPath {
         Address::parse(&raw).map(AddressPath).map_err(|e| {
             ApiError::new(
                 ProblemType::InvalidAddress,
-                format!("{:?} is not a valid address: {e}", raw.chars().take(300).collect::<String>()),
+                format!(
+                    "{:?} is not a valid address: {e}",
+                    raw.chars().take(300).collect::<String>()
+                ),
             )
         })
     }

@@ -44,7 +44,10 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
     let fingerprint = state.server_key.fingerprint();
-    let key_id = format!("ed25519:{}", fingerprint.chars().take(8).collect::<String>());
+    let key_id = format!(
+        "ed25519:{}",
+        fingerprint.chars().take(8).collect::<String>()
+    );
     Json(WellKnown {
         domain: state.config.domain.clone(),
         api_version: API_VERSION.into(),

@@ -1,0 +1,10 @@
+//! Integration tests of the node: a real server on 127.0.0.1:0 with a real SQLite store,
+//! driven over HTTP with real signatures.
+
+mod accounts;
+mod lifecycle;
+mod lookup;
+mod node;
+mod presence;
+mod routing;
+mod util;

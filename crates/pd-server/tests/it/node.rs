@@ -1,0 +1,70 @@
+//! The node's own documents: health, well-known, metrics and the OpenAPI description.
+
+use pd_proto::wire::{Health, WellKnown};
+use reqwest::StatusCode;
+
+use crate::util::{TestNode, User};
+
+#[tokio::test]
+async fn healthz_reports_version_and_store() {
+    let node = TestNode::start().await;
+    let resp = node.get("/healthz").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let health: Health = resp.json().await.unwrap();
+    assert_eq!(health.status, "ok");
+    assert_eq!(health.store, "ok");
+    assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn well_known_names_the_domain_and_server_key() {
+    let node = TestNode::start().await;
+    let wk: WellKnown = node.get("/.well-known/pd").await.json().await.unwrap();
+    assert_eq!(wk.domain.to_string(), "localhost");
+    assert_eq!(wk.api_version, "v1");
+    assert_eq!(wk.lookup_access, "users");
+    assert_eq!(wk.registration, "open");
+    assert_eq!(wk.server_keys.len(), 1);
+    assert_eq!(wk.server_keys[0].public_key, node.server.state().server_key);
+    assert!(wk.server_keys[0].key_id.starts_with("ed25519:"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_registrations_and_lookups() {
+    let node = TestNode::start().await;
+    let alice = User::new("alice");
+    alice.register(&node).await;
+    node.lookup_json(&alice, "alice@localhost").await;
+    let text = node.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("pd_registrations_total 1"), "{text}");
+    assert!(
+        text.contains(r#"pd_lookups_total{source="local",result="found"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pd_http_requests_total{route="/v1/accounts",status="201"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_describes_every_endpoint() {
+    let node = TestNode::start().await;
+    let doc: serde_json::Value = node.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/accounts",
+        "/v1/accounts/{address}/presence",
+        "/v1/accounts/{address}/presence/withdraw",
+        "/v1/accounts/{address}/rotate",
+        "/v1/accounts/{address}/delete",
+        "/v1/sessions",
+        "/v1/lookup/{address}",
+        "/healthz",
+        "/.well-known/pd",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+}
