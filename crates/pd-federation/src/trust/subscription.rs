@@ -31,6 +31,12 @@ pub trait ListFetcher: Send + Sync {
     fn fetch(&self, url: &Url) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
 }
 
+impl<T: ListFetcher> ListFetcher for std::sync::Arc<T> {
+    fn fetch(&self, url: &Url) -> impl Future<Output = Result<Vec<u8>, String>> + Send {
+        (**self).fetch(url)
+    }
+}
+
 /// Why a refresh failed. The last good copy of the list stays in force.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

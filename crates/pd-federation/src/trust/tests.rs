@@ -999,10 +999,10 @@ subscriptions = [{ url = "https://community.example/allow.txt", kind = "allow", 
         fn assert_send<T: Send + 'static>(_: &T) {}
         let refresher = Arc::new(SubscriptionRefresher::new(
             Trust::new(policy(CONFIG)),
-            TestFetcher {
+            Arc::new(TestFetcher {
                 base: String::new(),
                 client: reqwest::Client::new(),
-            },
+            }),
         ));
         let task = async move { refresher.run(std::future::pending()).await };
         assert_send(&task);
