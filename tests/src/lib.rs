@@ -1,1 +1,400 @@
 //! End-to-end test helpers: locating and running the real `pd-server` and `chat` binaries.
+//!
+//! [`Node`] runs `pd-server` on `127.0.0.1:0` with its own data directory, learns the bound
+//! address from the node's start-up log line, waits for `/healthz`, and kills the process
+//! when dropped, whatever the test's outcome. [`ChatHome`] runs `chat` in its own temporary
+//! home. Both need the binaries in the target directory next to the test executable; they
+//! are built once with `cargo build` when missing. `cargo test --workspace` builds them
+//! anyway (their packages have integration tests); after changing the server or the client,
+//! `cargo test -p pd-e2e` alone would run the previous build unless `PD_E2E_BUILD=1` is set,
+//! which runs `cargo build` first.
+
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Set this variable to build the binaries before the tests even when they exist.
+pub const ENV_BUILD: &str = "PD_E2E_BUILD";
+
+/// How long a node may take to start and answer `/healthz`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Paths of the real binaries under test.
+#[derive(Debug)]
+pub struct Binaries {
+    /// The node, `pd-server`.
+    pub pd_server: PathBuf,
+    /// The client, `chat`.
+    pub chat: PathBuf,
+}
+
+/// The binaries, located (and built if missing) once per test process.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| match locate_binaries() {
+        Ok(binaries) => binaries,
+        Err(e) => panic!("cannot find the pd-server and chat binaries: {e:#}"),
+    })
+}
+
+fn locate_binaries() -> anyhow::Result<Binaries> {
+    // The test executable lives in target/<profile>/deps; the binaries in target/<profile>.
+    let exe = std::env::current_exe().context("failed to find the test executable")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable has no target directory")?;
+    let binaries = Binaries {
+        pd_server: dir.join(format!("pd-server{}", std::env::consts::EXE_SUFFIX)),
+        chat: dir.join(format!("chat{}", std::env::consts::EXE_SUFFIX)),
+    };
+    let force = std::env::var_os(ENV_BUILD).is_some();
+    if force || !binaries.pd_server.exists() || !binaries.chat.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "pd-server", "-p", "chat", "--bins"]);
+        if dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .context("failed to run cargo build for the binaries")?;
+        if !status.success() {
+            bail!("cargo build -p pd-server -p chat --bins failed: {status}");
+        }
+    }
+    for path in [&binaries.pd_server, &binaries.chat] {
+        if !path.exists() {
+            bail!("{} does not exist after building", path.display());
+        }
+    }
+    Ok(binaries)
+}
+
+/// A running `pd-server` process, killed and reaped on drop.
+#[derive(Debug)]
+pub struct Node {
+    child: Option<Child>,
+    log_reader: Option<JoinHandle<()>>,
+    log: Arc<Mutex<String>>,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    domain: String,
+}
+
+impl Node {
+    /// Starts a node for `domain` on `127.0.0.1:0` with `data_dir`, and waits until it is
+    /// healthy.
+    pub fn start(data_dir: &Path, domain: &str) -> anyhow::Result<Self> {
+        Self::start_at(data_dir, domain, "127.0.0.1:0".parse()?)
+    }
+
+    /// Starts a node listening on `listen` (used to restart a node on the port its users'
+    /// homes already name), and waits until it is healthy.
+    pub fn start_at(data_dir: &Path, domain: &str, listen: SocketAddr) -> anyhow::Result<Self> {
+        let mut child = Command::new(&binaries().pd_server)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--domain")
+            .arg(domain)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("failed to start pd-server")?;
+        let stderr = child.stderr.take().context("pd-server has no stderr")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let log_reader = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || read_log(stderr, &log, &addr_tx))
+        };
+        let mut node = Self {
+            child: Some(child),
+            log_reader: Some(log_reader),
+            log,
+            addr: listen,
+            data_dir: data_dir.to_owned(),
+            domain: domain.to_owned(),
+        };
+        node.addr = match addr_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => bail!(
+                "pd-server did not report its listening address; its log:\n{}",
+                node.log()
+            ),
+        };
+        node.wait_healthy()?;
+        Ok(node)
+    }
+
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The domain the node serves.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Kills the node at once (SIGKILL), as a crash or power loss would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_log_reader();
+    }
+
+    /// Stops the node gracefully (SIGTERM) and waits for it to exit; kills it if it takes
+    /// too long. Returns whether it exited successfully on its own.
+    pub fn stop(&mut self) -> anyhow::Result<bool> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(false);
+        };
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .context("failed to run kill -TERM")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let clean = loop {
+            if let Some(status) = child.try_wait()? {
+                break sent.success() && status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.join_log_reader();
+        Ok(clean)
+    }
+
+    /// Starts the node again on the same address and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        let fresh = Self::start_at(&self.data_dir, &self.domain, self.addr)?;
+        *self = fresh;
+        Ok(())
+    }
+
+    fn wait_healthy(&self) -> anyhow::Result<()> {
+        let client = pd_client::PdClient::new(
+            self.url().parse()?,
+            &pd_client::ClientOptions::default()
+                .with_timeouts(Duration::from_secs(1), Duration::from_secs(2)),
+        )?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match runtime.block_on(client.health()) {
+                Ok(health) if health.status == "ok" => return Ok(()),
+                Ok(health) if Instant::now() > deadline => {
+                    bail!("node is not healthy: {health:?}")
+                }
+                Err(e) if Instant::now() > deadline => {
+                    bail!(
+                        "node did not answer /healthz: {e}; its log:\n{}",
+                        self.log()
+                    )
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn join_log_reader(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads the node's log until it closes, and sends the listening address once it shows up.
+fn read_log(
+    stderr: std::process::ChildStderr,
+    log: &Mutex<String>,
+    addr_tx: &std::sync::mpsc::Sender<SocketAddr>,
+) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let line = strip_ansi(&line);
+        if let Some(addr) = listen_addr(&line) {
+            let _ = addr_tx.send(addr);
+        }
+        if let Ok(mut log) = log.lock() {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+}
+
+/// The address in the node's start-up line (`... node started listen.addr=127.0.0.1:1234`,
+/// text or JSON log format).
+pub fn listen_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listen.addr").nth(1)?;
+    let value = rest.trim_start_matches(['=', '"', ':', ' ']);
+    let end = value
+        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip an escape sequence: ESC [ ... final byte in '@'..='~'.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a `chat` run produced.
+#[derive(Debug)]
+pub struct ChatOutput {
+    /// The exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl ChatOutput {
+    /// Panics with both streams unless the command succeeded.
+    pub fn success(self) -> Self {
+        assert_eq!(self.code, 0, "chat failed: {self:#?}");
+        self
+    }
+
+    /// Parses standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        match serde_json::from_str(&self.stdout) {
+            Ok(value) => value,
+            Err(e) => panic!("chat printed no JSON ({e}): {self:#?}"),
+        }
+    }
+}
+
+/// One user's `chat` home in a temporary directory.
+#[derive(Debug)]
+pub struct ChatHome {
+    dir: tempfile::TempDir,
+}
+
+impl ChatHome {
+    /// A new, empty home.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir().context("failed to create a chat home")?,
+        })
+    }
+
+    /// The home directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `chat --home <this home> args...`.
+    pub fn run(&self, args: &[&str]) -> ChatOutput {
+        let output = Command::new(&binaries().chat)
+            .arg("--home")
+            .arg(self.dir.path())
+            .args(args)
+            .env_remove("CHAT_HOME")
+            .env_remove("CHAT_LOG")
+            .stdin(Stdio::null())
+            .output();
+        match output {
+            Ok(output) => ChatOutput {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            },
+            Err(e) => panic!("failed to run chat: {e}"),
+        }
+    }
+
+    /// Registers `address` at `node` and returns the new key's fingerprint.
+    pub fn register(&self, address: &str, node: &Node) -> String {
+        self.run(&["register", address, "--server", &node.url()])
+            .success();
+        self.fingerprint()
+    }
+
+    /// The fingerprint `chat whoami --json` reports.
+    pub fn fingerprint(&self) -> String {
+        let whoami = self.run(&["whoami", "--json"]).success().json();
+        whoami["fingerprint"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("whoami printed no fingerprint: {whoami}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_is_found_in_text_and_json_logs() {
+        let text = "2026-01-01T00:00:00Z  INFO pd_server::server: node started listen.addr=127.0.0.1:4321 domain=localhost tls=false";
+        assert_eq!(listen_addr(text), Some("127.0.0.1:4321".parse().unwrap()));
+        let json = r#"{"fields":{"message":"node started","listen.addr":"127.0.0.1:99"}}"#;
+        assert_eq!(listen_addr(json), Some("127.0.0.1:99".parse().unwrap()));
+        assert_eq!(listen_addr("node stopped"), None);
+        let colored = "\u{1b}[3mlisten.addr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:5 x";
+        assert_eq!(
+            listen_addr(&strip_ansi(colored)),
+            Some("127.0.0.1:5".parse().unwrap())
+        );
+    }
+}

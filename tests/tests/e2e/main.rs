@@ -1,0 +1,31 @@
+//! End-to-end tests of the real binaries: a `pd-server` process on a temporary data
+//! directory and `chat` processes in temporary homes, one node per test.
+
+mod bad_input;
+mod chat_flow;
+mod durability;
+
+use pd_e2e::{ChatHome, Node};
+
+/// A node for `localhost` with its data directory (kept for restarts).
+fn start_node() -> (Node, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("failed to create a data directory");
+    let node = Node::start(data.path(), "localhost").expect("failed to start pd-server");
+    (node, data)
+}
+
+fn home() -> ChatHome {
+    ChatHome::new().expect("failed to create a chat home")
+}
+
+/// The endpoints listed in `chat lookup --json` output.
+fn endpoints(lookup: &serde_json::Value) -> Vec<String> {
+    lookup["endpoints"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
