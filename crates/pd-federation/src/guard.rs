@@ -265,6 +265,27 @@ impl GuardedClient {
     }
 }
 
+/// Largest trust list accepted from a subscription, in bytes (4 MiB).
+pub const MAX_LIST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Subscribed trust lists are fetched through the guarded client like everything else,
+/// with a larger body cap ([`MAX_LIST_BYTES`]) since lists can be long.
+impl crate::trust::ListFetcher for GuardedClient {
+    async fn fetch(&self, url: &Url) -> Result<Vec<u8>, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/plain, text/csv, */*;q=0.5"),
+        );
+        let response = self
+            .get(url, headers, Some(MAX_LIST_BYTES))
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure_success(url, &response).map_err(|e| e.to_string())?;
+        Ok(response.body.to_vec())
+    }
+}
+
 /// Maps a non-2xx response to [`OutboundError::Status`].
 pub(crate) fn ensure_success(url: &Url, response: &Response) -> Result<(), OutboundError> {
     if (200..300).contains(&response.status) {
@@ -416,24 +437,36 @@ impl Resolve for FilteringResolver {
         Box::pin(async move {
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
-                .into_iter()
-                .partition(|addr| !is_forbidden_ip(addr.ip()));
-            if allowed.is_empty() {
-                let addrs = refused
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                tracing::warn!(remote.host = %host, %addrs, "refused to connect: forbidden addresses only");
-                return Err(Box::new(ForbiddenResolution { host, addrs }) as _);
-            }
-            if !refused.is_empty() {
-                tracing::debug!(remote.host = %host, refused = refused.len(), "dropped forbidden addresses");
-            }
+            let allowed = filter_resolved(&host, resolved)?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
+}
+
+/// Keeps the addresses a connection may be made to; fails when none is left.
+fn filter_resolved(
+    host: &str,
+    resolved: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, ForbiddenResolution> {
+    let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+        .into_iter()
+        .partition(|addr| !is_forbidden_ip(addr.ip()));
+    if allowed.is_empty() {
+        let addrs = refused
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::warn!(remote.host = %host, %addrs, "refused to connect: forbidden addresses only");
+        return Err(ForbiddenResolution {
+            host: host.to_owned(),
+            addrs,
+        });
+    }
+    if !refused.is_empty() {
+        tracing::warn!(remote.host = %host, refused = refused.len(), "dropped forbidden addresses");
+    }
+    Ok(allowed)
 }
 
 fn map_reqwest_error(err: &reqwest::Error, url: &Url) -> OutboundError {

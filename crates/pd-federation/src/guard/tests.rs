@@ -133,6 +133,30 @@ fn public_ipv6_addresses_are_allowed() {
     }
 }
 
+#[test]
+fn resolved_addresses_are_filtered_one_by_one() {
+    let sock = |s: &str| SocketAddr::new(ip(s), 0);
+    // A name resolving to a public and a private address keeps only the public one, so a
+    // rebinding answer can never be connected to.
+    let kept = filter_resolved(
+        "mixed.example",
+        vec![
+            sock("10.0.0.1"),
+            sock("93.184.216.34"),
+            sock("::ffff:127.0.0.1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(kept, vec![sock("93.184.216.34")]);
+    let err = filter_resolved(
+        "rebind.example",
+        vec![sock("127.0.0.1"), sock("169.254.169.254"), sock("::")],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("rebind.example"));
+    assert!(filter_resolved("empty.example", Vec::new()).is_err());
+}
+
 fn config_with_peer(url: &str) -> FederationConfig {
     FederationConfig {
         peers: vec![format!("peer.example={url}").parse().unwrap()],
@@ -489,4 +513,29 @@ async fn concurrency_is_capped_per_destination() {
     assert!(results.iter().all(Result::is_ok));
     // Four requests, two at a time, 300 ms each: at least two rounds.
     assert!(started.elapsed() >= Duration::from_millis(600));
+}
+
+#[tokio::test]
+async fn trust_lists_are_fetched_through_the_guard() {
+    use crate::trust::ListFetcher;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/list.txt"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("evil.example\n"))
+        .mount(&server)
+        .await;
+    let (client, base) = peer_client(&server);
+    let body = client
+        .fetch(&base.join("/list.txt").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(body, b"evil.example\n");
+    assert!(client.fetch(&base.join("/missing").unwrap()).await.is_err());
+    let strict = GuardedClient::new(&FederationConfig::default()).unwrap();
+    assert!(
+        strict
+            .fetch(&base.join("/list.txt").unwrap())
+            .await
+            .is_err()
+    );
 }
