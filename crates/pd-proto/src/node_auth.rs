@@ -476,4 +476,33 @@ mod tests {
             .is_err()
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_arbitrary_input_never_panics(input in "\\PC{0,300}") {
+            let _ = NodeAuthorization::parse(&input);
+            let _ = NodeAuthorization::parse(&format!("PD-Node {input}"));
+        }
+
+        #[test]
+        fn formatted_headers_parse_back(
+            ts in proptest::prelude::any::<u64>(),
+            seed in proptest::prelude::any::<[u8; 32]>(),
+            port in proptest::option::of(1u16..),
+        ) {
+            let key = SecretKey::from_seed(&seed);
+            let destination = match port {
+                Some(p) => host(&format!("b.example:{p}")),
+                None => host("b.example"),
+            };
+            let auth = NodeAuthorization {
+                origin: host("a.example"),
+                destination,
+                key_id: server_key_id(&key.public()),
+                timestamp: ts,
+                signature: key.sign(b"x"),
+            };
+            proptest::prop_assert_eq!(NodeAuthorization::parse(&auth.to_string()).unwrap(), auth);
+        }
+    }
 }
