@@ -313,3 +313,41 @@ async fn server_keys_for_another_domain_are_refused() {
         .unwrap_err();
     assert!(matches!(err, DiscoveryError::Invalid { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn routes_are_refreshed_ahead_and_kept_when_the_refresh_fails() {
+    let server = MockServer::start().await;
+    well_known_answers(&server, ResponseTemplate::new(404)).await;
+    let config = FederationConfig {
+        discovery_ttl: Duration::from_millis(2000),
+        discovery_ttl_jitter_percent: 0,
+        discovery_refresh_percent: 50,
+        ..FederationConfig::default()
+    };
+    let client_config = FederationConfig {
+        peers: vec![format!("mock.test={}", server.uri()).parse().unwrap()],
+        ..FederationConfig::default()
+    };
+    let client = Arc::new(GuardedClient::new(&client_config).unwrap());
+    let discovery = Discovery::with_direct_base(client, &config, server.uri().parse().unwrap());
+    let domain = host("b.example");
+
+    discovery.locate(&domain).await.unwrap();
+    assert_eq!(requests(&server).await, 1);
+    // Past half the lifetime: the route is refreshed on use.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(discovery.locate(&domain).await.unwrap().via, Via::Direct);
+    assert_eq!(requests(&server).await, 2);
+
+    // The domain now fails; a refresh that fails keeps the previous route.
+    server.reset().await;
+    well_known_answers(&server, ResponseTemplate::new(500)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(discovery.locate(&domain).await.unwrap().via, Via::Direct);
+    assert_eq!(requests(&server).await, 1);
+
+    // Once the route has expired, the failure is reported.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = discovery.locate(&domain).await.unwrap_err();
+    assert!(matches!(err, DiscoveryError::Unreachable { .. }), "{err:?}");
+}
