@@ -91,6 +91,17 @@ pub struct Node {
     addr: SocketAddr,
     data_dir: PathBuf,
     domain: String,
+    tls: Option<Tls>,
+}
+
+/// A certificate and key for a node to serve HTTPS with; the certificate is also the CA its
+/// clients trust (self-signed, for `localhost`).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// PEM certificate (chain).
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 impl Node {
@@ -103,7 +114,30 @@ impl Node {
     /// Starts a node listening on `listen` (used to restart a node on the port its users'
     /// homes already name), and waits until it is healthy.
     pub fn start_at(data_dir: &Path, domain: &str, listen: SocketAddr) -> anyhow::Result<Self> {
-        let mut child = Command::new(&binaries().pd_server)
+        Self::spawn(data_dir, domain, listen, None)
+    }
+
+    /// Starts a node serving HTTPS with `tls` on `127.0.0.1:0`, and waits until it is
+    /// healthy. Its [`Node::url`] is `https://localhost:<port>`.
+    pub fn start_tls(data_dir: &Path, domain: &str, tls: Tls) -> anyhow::Result<Self> {
+        Self::spawn(data_dir, domain, "127.0.0.1:0".parse()?, Some(tls))
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        domain: &str,
+        listen: SocketAddr,
+        tls: Option<Tls>,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(&binaries().pd_server);
+        if let Some(tls) = &tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
+        let mut child = command
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--data-dir")
@@ -131,6 +165,7 @@ impl Node {
             addr: listen,
             data_dir: data_dir.to_owned(),
             domain: domain.to_owned(),
+            tls,
         };
         node.addr = match addr_rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => addr,
@@ -148,9 +183,13 @@ impl Node {
         self.addr
     }
 
-    /// The node's base URL.
+    /// The node's base URL: `http://127.0.0.1:<port>`, or `https://localhost:<port>` when it
+    /// serves HTTPS (its certificate names `localhost`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// The domain the node serves.
@@ -204,7 +243,7 @@ impl Node {
         if self.child.is_some() {
             self.stop()?;
         }
-        let fresh = Self::start_at(&self.data_dir, &self.domain, self.addr)?;
+        let fresh = Self::spawn(&self.data_dir, &self.domain, self.addr, self.tls.clone())?;
         *self = fresh;
         Ok(())
     }
@@ -213,6 +252,7 @@ impl Node {
         let client = pd_client::PdClient::new(
             self.url().parse()?,
             &pd_client::ClientOptions::default()
+                .with_ca_file(self.tls.as_ref().map(|tls| tls.cert.clone()))
                 .with_timeouts(Duration::from_secs(1), Duration::from_secs(2)),
         )?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -365,8 +405,12 @@ impl ChatHome {
 
     /// Registers `address` at `node` and returns the new key's fingerprint.
     pub fn register(&self, address: &str, node: &Node) -> String {
-        self.run(&["register", address, "--server", &node.url()])
-            .success();
+        self.fingerprint_after(&["register", address, "--server", &node.url()])
+    }
+
+    /// Runs `args`, which must succeed, and returns the fingerprint `whoami` reports after.
+    pub fn fingerprint_after(&self, args: &[&str]) -> String {
+        self.run(args).success();
         self.fingerprint()
     }
 

@@ -122,7 +122,10 @@ pub fn classify(err: &ClientError) -> (String, u8) {
                 TransportKind::Connect => {
                     format!("cannot reach the home server at {url}: {cause}")
                 }
-                TransportKind::Tls => format!("TLS failure with the home server at {url}: {cause}"),
+                TransportKind::Tls => format!(
+                    "TLS failure with the home server at {url}: {cause} (for a server with a \
+                     private CA, pass --ca-file)"
+                ),
                 TransportKind::Timeout => {
                     format!("the home server at {url} did not answer in time")
                 }

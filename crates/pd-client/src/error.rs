@@ -162,15 +162,22 @@ fn classify_transport(err: &reqwest::Error) -> TransportKind {
     TransportKind::Other
 }
 
-/// Whether `err` is a rustls error, directly or wrapped in an `io::Error` (whose `source`
-/// skips the wrapped error, so it has to be looked at explicitly).
+/// Whether `err` is a rustls error, directly or wrapped in (possibly nested) `io::Error`s,
+/// whose `source` skips the wrapped error, so it has to be looked at explicitly.
 fn is_tls_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    if err.is::<rustls::Error>() {
-        return true;
+    let mut current = err;
+    loop {
+        if current.is::<rustls::Error>() {
+            return true;
+        }
+        match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => current = inner,
+            None => return false,
+        }
     }
-    err.downcast_ref::<std::io::Error>()
-        .and_then(std::io::Error::get_ref)
-        .is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 fn chain<'a>(
