@@ -92,17 +92,29 @@ pub struct GuardedClient {
 impl GuardedClient {
     /// Builds the client from the federation settings.
     pub fn new(config: &FederationConfig) -> Result<Self, ClientBuildError> {
+        Self::with_root_certificates(config, Vec::new())
+    }
+
+    /// Builds the client, trusting `roots` in addition to the built-in certificate
+    /// authorities (for private networks whose nodes use a private CA).
+    pub fn with_root_certificates(
+        config: &FederationConfig,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, ClientBuildError> {
         let base = || {
             let mut headers = HeaderMap::new();
             headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .no_proxy()
                 .redirect(Policy::none())
                 .connect_timeout(config.connect_timeout)
                 .read_timeout(config.read_timeout)
                 .timeout(config.request_timeout)
                 .default_headers(headers)
-                .user_agent(concat!("pd-node/", env!("CARGO_PKG_VERSION")))
+                .user_agent(concat!("pd-node/", env!("CARGO_PKG_VERSION")));
+            roots
+                .iter()
+                .fold(builder, |b, root| b.add_root_certificate(root.clone()))
         };
         let strict = base()
             .https_only(true)
