@@ -302,3 +302,53 @@ async fn expired_presence_is_dropped_not_refused() {
         .unwrap();
     assert!(response.presence.is_none());
 }
+
+#[tokio::test]
+async fn the_receiving_node_authenticates_the_signed_lookup() {
+    // Node a.example publishes its server key; node b.example answers the lookup.
+    let origin = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/.well-known/pd"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "domain": "a.example",
+            "api_version": "v1",
+            "server_keys": [{
+                "key_id": pd_proto::node_auth::server_key_id(&our_key().public()),
+                "public_key": our_key().public().to_string(),
+                "valid_until": pd_proto::now_micros() / 1_000_000 + 3600,
+            }],
+            "lookup_access": "users",
+            "registration": "open",
+        })))
+        .mount(&origin)
+        .await;
+    let remote =
+        remote_answering(ResponseTemplate::new(200).set_body_json(answer(ASKED, None, 60))).await;
+    upstream_to(&remote.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap();
+    let request = remote.received_requests().await.unwrap().remove(0);
+
+    // b.example's side: reach a.example's node and verify the request as received.
+    let config = FederationConfig {
+        peers: vec![format!("a.example={}", origin.uri()).parse().unwrap()],
+        ..FederationConfig::default()
+    };
+    let discovery = Arc::new(Discovery::new(
+        Arc::new(GuardedClient::new(&config).unwrap()),
+        &config,
+    ));
+    let verifier = crate::node_auth::InboundVerifier::new(discovery, Duration::from_secs(300));
+    let authenticated = verifier
+        .verify(
+            request.method.as_str(),
+            request.url.path(),
+            &request.headers,
+            &request.body,
+            &host("b.example"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(authenticated, host("a.example"));
+}
