@@ -398,6 +398,9 @@ fn print_lookup(found: &VerifiedLookup, json: bool, out: &mut dyn Write) -> Resu
         }
         None => text.push_str("  status:      offline\n"),
     }
+    if let Ok(serde_json::Value::String(source)) = serde_json::to_value(response.source) {
+        text.push_str(&format!("  source:      {source}\n"));
+    }
     write(out, format_args!("{text}"))
 }
 

@@ -106,6 +106,9 @@ pub fn classify(err: &ClientError) -> (String, u8) {
                 EXIT_INVALID_ANSWER => "invalid answer from the user's home node",
                 EXIT_POLICY => "refused by federation policy",
                 EXIT_NO_PD_NODE => "the domain has no PD node",
+                _ if problem.problem_type() == Some(ProblemType::NotImplemented) => {
+                    "not supported by the home server"
+                }
                 _ => "the home server failed",
             };
             let text = if problem.detail.is_empty() {
@@ -290,5 +293,13 @@ mod tests {
         ));
         assert_eq!(code, 3);
         assert_eq!(message, "unknown user: no user bob@pd.test (HTTP 404)");
+        let (message, code) = classify(&ClientError::Problem(
+            ProblemType::NotImplemented.with_detail("no federation"),
+        ));
+        assert_eq!(code, 1);
+        assert_eq!(
+            message,
+            "not supported by the home server: no federation (HTTP 501)"
+        );
     }
 }
