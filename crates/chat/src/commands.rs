@@ -48,7 +48,12 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
                 .await
         }
         Action::Withdraw => Account::open(home, ca_file)?.withdraw(out).await,
-        Action::RotateKey => Account::open(home, ca_file)?.rotate_key(out).await,
+        Action::RotateKey => {
+            let pending = home.load_pending_key()?;
+            Account::open_with(home, ca_file, false)?
+                .rotate_key(pending, out)
+                .await
+        }
         Action::DeleteAccount => Account::open(home, ca_file)?.delete(out).await,
     }
 }
@@ -64,8 +69,24 @@ struct Account {
 
 impl Account {
     fn open(home: Home, ca_file: Option<std::path::PathBuf>) -> Result<Self, ChatError> {
+        Self::open_with(home, ca_file, true)
+    }
+
+    /// Opens the account; `warn_pending` warns about a rotation an earlier run left staged.
+    fn open_with(
+        home: Home,
+        ca_file: Option<std::path::PathBuf>,
+        warn_pending: bool,
+    ) -> Result<Self, ChatError> {
         let config = home.config()?;
         let key = home.key()?;
+        if warn_pending && home.new_key_path().exists() {
+            eprintln!(
+                "warning: a key rotation was interrupted ({} exists); run `chat rotate-key` \
+                 to finish or discard it",
+                home.new_key_path().display()
+            );
+        }
         let client = client_for(&config.server, ca_file.or_else(|| config.ca_file.clone()))?;
         Ok(Self {
             home,
@@ -166,8 +187,12 @@ impl Account {
 
     /// Replaces the key: the new key is staged on disk before the server is asked, and
     /// becomes `identity.key` only once the server confirmed it.
-    async fn rotate_key(&self, out: &mut dyn Write) -> Result<(), ChatError> {
-        if let Some(pending) = self.home.load_pending_key()?
+    async fn rotate_key(
+        &self,
+        pending: Option<SecretKey>,
+        out: &mut dyn Write,
+    ) -> Result<(), ChatError> {
+        if let Some(pending) = pending
             && self.recover_rotation(&pending).await?
         {
             let public = pending.public();
@@ -223,15 +248,22 @@ impl Account {
             address: self.address().clone(),
             seq: next_seq(),
         };
+        // The node checks the signature before the sequence number, so `replayed` also
+        // proves that the pending key is the account key.
         match self.client.login(&Signed::sign(pending, &login)).await {
             Ok(_) => {
                 self.home.commit_rotation()?;
                 Ok(true)
             }
-            Err(ClientError::Problem(_)) => {
+            Err(err) if is_problem(&err, ProblemType::Replayed) => {
+                self.home.commit_rotation()?;
+                Ok(true)
+            }
+            Err(err) if is_problem(&err, ProblemType::InvalidSignature) => {
                 self.home.abandon_rotation()?;
                 Ok(false)
             }
+            // Anything else proves nothing either way: keep both keys for the next attempt.
             Err(err) => Err(err.into()),
         }
     }

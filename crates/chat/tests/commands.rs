@@ -389,6 +389,60 @@ async fn an_interrupted_rotation_the_server_accepted_is_finished() {
 }
 
 #[tokio::test]
+async fn an_interrupted_rotation_the_server_refused_is_discarded_and_a_new_one_made() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, old) = registered_home(&dir, &server);
+    let pending = SecretKey::generate();
+    home.stage_rotation(&old, &pending).unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/sessions"))
+        .respond_with(problem(ProblemType::InvalidSignature))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/accounts/{ALICE}/rotate")))
+        .respond_with(|req: &Request| {
+            let request: RotateRequest = serde_json::from_slice(&req.body).unwrap();
+            let rotation = request.rotation.decode_unverified().unwrap();
+            ResponseTemplate::new(200).set_body_json(AccountInfo {
+                address: addr(ALICE),
+                public_key: rotation.new_key,
+                fingerprint: rotation.new_key.fingerprint(),
+            })
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    chat(&home, &["rotate-key"]).await.unwrap();
+    let now = home.key().unwrap().public();
+    assert_ne!(now, old.public());
+    assert_ne!(now, pending.public());
+}
+
+#[tokio::test]
+async fn an_unclear_recovery_keeps_both_keys() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, old) = registered_home(&dir, &server);
+    let pending = SecretKey::generate();
+    home.stage_rotation(&old, &pending).unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/sessions"))
+        .respond_with(problem(ProblemType::Unavailable))
+        .mount(&server)
+        .await;
+    let err = chat(&home, &["rotate-key"]).await.unwrap_err();
+    assert_eq!(err.report().1, 4);
+    assert_eq!(home.key().unwrap().public(), old.public());
+    assert_eq!(
+        home.load_pending_key().unwrap().unwrap().public(),
+        pending.public()
+    );
+}
+
+#[tokio::test]
 async fn delete_account_forgets_the_account() {
     let server = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -173,11 +173,11 @@ impl PdClient {
     /// `POST /v1/accounts`: creates an account. The answer must name the registered address
     /// and key.
     pub async fn register(&self, request: &RegisterRequest) -> Result<AccountInfo, ClientError> {
-        let url = self.url(&["v1", "accounts"]);
-        let info: AccountInfo = self.send_json(Method::POST, url.clone(), request).await?;
         let registration = request.registration.decode_unverified().map_err(|e| {
             ClientError::Setup(format!("the registration to send is malformed: {e}"))
         })?;
+        let url = self.url(&["v1", "accounts"]);
+        let info: AccountInfo = self.send_json(Method::POST, url.clone(), request).await?;
         check_account(&url, &info, &registration.address, &registration.public_key)?;
         Ok(info)
     }
@@ -188,11 +188,12 @@ impl PdClient {
         address: &Address,
         presence: &Signed<Presence>,
     ) -> Result<PublishResponse, ClientError> {
+        let sent = presence.decode_unverified().map_err(|e| {
+            ClientError::Setup(format!("the presence record to send is malformed: {e}"))
+        })?;
         let url = self.account_url(address, &["presence"]);
         let answer: PublishResponse = self.send_json(Method::PUT, url.clone(), presence).await?;
-        if let Ok(sent) = presence.decode_unverified()
-            && sent.seq != answer.seq
-        {
+        if sent.seq != answer.seq {
             return Err(ClientError::Verification {
                 url: url.to_string(),
                 reason: VerifyError::SeqMismatch {
@@ -221,12 +222,12 @@ impl PdClient {
         address: &Address,
         request: &RotateRequest,
     ) -> Result<AccountInfo, ClientError> {
-        let url = self.account_url(address, &["rotate"]);
-        let info: AccountInfo = self.send_json(Method::POST, url.clone(), request).await?;
         let rotation = request
             .rotation
             .decode_unverified()
             .map_err(|e| ClientError::Setup(format!("the rotation to send is malformed: {e}")))?;
+        let url = self.account_url(address, &["rotate"]);
+        let info: AccountInfo = self.send_json(Method::POST, url.clone(), request).await?;
         check_account(&url, &info, address, &rotation.new_key)?;
         Ok(info)
     }
