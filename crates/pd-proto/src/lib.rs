@@ -8,6 +8,8 @@
 pub mod address;
 pub mod keys;
 pub mod node_auth;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod problem;
 pub mod records;
 pub mod signed;

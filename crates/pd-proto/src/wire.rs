@@ -9,9 +9,11 @@ use crate::signed::Signed;
 
 /// `POST /v1/accounts`: create an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The registration, signed by the new account key.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SignedEnvelope))]
     pub registration: Signed<Registration>,
     /// Invite token, required when the node's registration policy is `invite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,6 +22,7 @@ pub struct RegisterRequest {
 
 /// An account as the node reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountInfo {
     /// The account's address.
     pub address: Address,
@@ -34,6 +37,7 @@ pub type PublishRequest = Signed<Presence>;
 
 /// Answer to a published presence record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishResponse {
     /// The stored record's sequence number.
     pub seq: u64,
@@ -46,9 +50,11 @@ pub type WithdrawRequest = Signed<Withdrawal>;
 
 /// `POST /v1/accounts/{address}/rotate`: replace the account key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// The rotation, signed by the current key.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SignedEnvelope))]
     pub rotation: Signed<Rotation>,
     /// The new key's signature over the same payload (purpose `rotate-accept`).
     pub new_key_signature: Signature,
@@ -62,6 +68,7 @@ pub type LoginRequest = Signed<Login>;
 
 /// A lookup session token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// Bearer token for `Authorization: Bearer <token>`.
     pub token: String,
@@ -71,6 +78,7 @@ pub struct LoginResponse {
 
 /// Where a lookup answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The user is registered at the answering node.
@@ -85,6 +93,7 @@ pub enum Source {
 
 /// `GET /v1/lookup/{address}`: a user's key and current presence record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LookupResponse {
     /// The address looked up, in normal form.
     pub address: Address,
@@ -92,6 +101,7 @@ pub struct LookupResponse {
     pub public_key: PublicKey,
     /// The current presence record, if the user is online.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::SignedEnvelope>))]
     pub presence: Option<Signed<Presence>>,
     /// Where the answer came from.
     pub source: Source,
@@ -101,6 +111,7 @@ pub struct LookupResponse {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` when the node can serve.
     pub status: String,
@@ -112,6 +123,7 @@ pub struct Health {
 
 /// A server signing key as published in the well-known document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerKey {
     /// Identifier of the key, `ed25519:<first 8 fingerprint characters>`.
     pub key_id: String,
@@ -123,6 +135,7 @@ pub struct ServerKey {
 
 /// `GET /.well-known/pd`: who this node is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WellKnown {
     /// The domain this node serves.
     pub domain: Host,
