@@ -12,12 +12,12 @@ use crate::state::AppState;
 /// `POST /v1/accounts`: creates an account.
 #[utoipa::path(
     post, path = "/v1/accounts", tag = "accounts",
-    request_body(content = inline(Object), description = "RegisterRequest: a Signed<Registration> and an optional invite token"),
+    request_body = RegisterRequest,
     responses(
-        (status = 201, description = "Account created (AccountInfo)"),
-        (status = 400, description = "invalid-request, invalid-signature, invalid-key, stale-request or wrong-domain", content_type = "application/problem+json"),
-        (status = 403, description = "registration-closed or invite-required", content_type = "application/problem+json"),
-        (status = 409, description = "name-taken", content_type = "application/problem+json"),
+        (status = 201, description = "Account created", body = AccountInfo),
+        (status = 400, description = "invalid-request, invalid-signature, invalid-key, stale-request or wrong-domain", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "registration-closed or invite-required", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "name-taken", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create(
@@ -33,12 +33,12 @@ pub(crate) async fn create(
 #[utoipa::path(
     post, path = "/v1/accounts/{address}/rotate", tag = "accounts",
     params(("address" = String, Path, description = "The account's address")),
-    request_body(content = inline(Object), description = "RotateRequest: a Signed<Rotation> by the old key and the new key's countersignature"),
+    request_body = RotateRequest,
     responses(
-        (status = 200, description = "Key replaced (AccountInfo with the new key)"),
-        (status = 400, description = "Malformed, badly signed or stale request", content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", content_type = "application/problem+json"),
-        (status = 409, description = "replayed", content_type = "application/problem+json"),
+        (status = 200, description = "Key replaced; the account with its new key", body = AccountInfo),
+        (status = 400, description = "Malformed, badly signed or stale request", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "replayed", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn rotate(
@@ -53,12 +53,12 @@ pub(crate) async fn rotate(
 #[utoipa::path(
     post, path = "/v1/accounts/{address}/delete", tag = "accounts",
     params(("address" = String, Path, description = "The account's address")),
-    request_body(content = inline(Object), description = "A Signed<Deletion>"),
+    request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Deletion"),
     responses(
         (status = 204, description = "Account deleted"),
-        (status = 400, description = "Malformed, badly signed or stale request", content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", content_type = "application/problem+json"),
-        (status = 409, description = "replayed", content_type = "application/problem+json"),
+        (status = 400, description = "Malformed, badly signed or stale request", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "replayed", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn delete(

@@ -21,11 +21,11 @@ const NO_PRESENCE_TTL: u64 = 60;
     params(("address" = String, Path, description = "The address to look up")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "LookupResponse: address, public_key, presence (signed envelope or null), source, ttl"),
-        (status = 400, description = "invalid-address", content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated (lookup_access = users)", content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", content_type = "application/problem+json"),
-        (status = 501, description = "not-implemented: the address belongs to another domain", content_type = "application/problem+json"),
+        (status = 200, description = "The user's key and current presence record (the stored envelope, or null)", body = pd_proto::wire::LookupResponse),
+        (status = 400, description = "invalid-address", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated (lookup_access = users)", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 501, description = "not-implemented: the address belongs to another domain", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn get(

@@ -12,12 +12,12 @@ use crate::state::AppState;
 #[utoipa::path(
     put, path = "/v1/accounts/{address}/presence", tag = "presence",
     params(("address" = String, Path, description = "The account's address")),
-    request_body(content = inline(Object), description = "A Signed<Presence>"),
+    request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Presence record"),
     responses(
-        (status = 200, description = "Stored (PublishResponse)"),
-        (status = 400, description = "invalid-request, invalid-signature or invalid-record", content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", content_type = "application/problem+json"),
-        (status = 409, description = "replayed", content_type = "application/problem+json"),
+        (status = 200, description = "Stored", body = PublishResponse),
+        (status = 400, description = "invalid-request, invalid-signature or invalid-record", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "replayed", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn put(
@@ -32,12 +32,12 @@ pub(crate) async fn put(
 #[utoipa::path(
     post, path = "/v1/accounts/{address}/presence/withdraw", tag = "presence",
     params(("address" = String, Path, description = "The account's address")),
-    request_body(content = inline(Object), description = "A Signed<Withdrawal>"),
+    request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Withdrawal"),
     responses(
         (status = 204, description = "Withdrawn"),
-        (status = 400, description = "Malformed, badly signed or stale request", content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", content_type = "application/problem+json"),
-        (status = 409, description = "replayed", content_type = "application/problem+json"),
+        (status = 400, description = "Malformed, badly signed or stale request", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "replayed", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn withdraw(

@@ -10,12 +10,12 @@ use crate::state::AppState;
 /// `POST /v1/sessions`: exchanges a signed login for a bearer token.
 #[utoipa::path(
     post, path = "/v1/sessions", tag = "sessions",
-    request_body(content = inline(Object), description = "A Signed<Login>"),
+    request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Login"),
     responses(
-        (status = 200, description = "A token (LoginResponse)"),
-        (status = 400, description = "Malformed, badly signed or stale request", content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", content_type = "application/problem+json"),
-        (status = 409, description = "replayed", content_type = "application/problem+json"),
+        (status = 200, description = "A bearer token", body = LoginResponse),
+        (status = 400, description = "Malformed, badly signed or stale request", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "replayed", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create(

@@ -15,8 +15,8 @@ const KEY_VALIDITY_SECS: u64 = 30 * 24 * 3600;
 #[utoipa::path(
     get, path = "/healthz", tag = "node",
     responses(
-        (status = 200, description = "Health: status, version, store"),
-        (status = 503, description = "The store does not answer"),
+        (status = 200, description = "The node can serve", body = Health),
+        (status = 503, description = "The store does not answer", body = Health),
     )
 )]
 pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -40,7 +40,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 /// `GET /.well-known/pd`: the node's domain, server key, API version and policies.
 #[utoipa::path(
     get, path = "/.well-known/pd", tag = "node",
-    responses((status = 200, description = "WellKnown: domain, api_version, server_keys, lookup_access, registration"))
+    responses((status = 200, description = "The node's domain, server keys, API version and policies", body = WellKnown))
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
     let fingerprint = state.server_key.fingerprint();

@@ -67,4 +67,26 @@ async fn openapi_describes_every_endpoint() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    for schema in [
+        "AccountInfo",
+        "RegisterRequest",
+        "RotateRequest",
+        "PublishResponse",
+        "LoginResponse",
+        "LookupResponse",
+        "Health",
+        "WellKnown",
+        "Signed",
+        "Problem",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+    let lookup = &doc["components"]["schemas"]["LookupResponse"]["properties"];
+    assert_eq!(
+        lookup["public_key"]["$ref"],
+        "#/components/schemas/PublicKey"
+    );
 }
