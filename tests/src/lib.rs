@@ -91,7 +91,17 @@ pub struct Node {
     addr: SocketAddr,
     data_dir: PathBuf,
     domain: String,
-    tls: Option<Tls>,
+    options: NodeOptions,
+}
+
+/// Optional settings of a node under test.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<Tls>,
+    /// A configuration file (`--config`); the command-line flags still set the domain,
+    /// listen address and data directory.
+    pub config: Option<PathBuf>,
 }
 
 /// A certificate and key for a node to serve HTTPS with; the certificate is also the CA its
@@ -114,23 +124,35 @@ impl Node {
     /// Starts a node listening on `listen` (used to restart a node on the port its users'
     /// homes already name), and waits until it is healthy.
     pub fn start_at(data_dir: &Path, domain: &str, listen: SocketAddr) -> anyhow::Result<Self> {
-        Self::spawn(data_dir, domain, listen, None)
+        Self::spawn(data_dir, domain, listen, NodeOptions::default())
     }
 
     /// Starts a node serving HTTPS with `tls` on `127.0.0.1:0`, and waits until it is
     /// healthy. Its [`Node::url`] is `https://localhost:<port>`.
     pub fn start_tls(data_dir: &Path, domain: &str, tls: Tls) -> anyhow::Result<Self> {
-        Self::spawn(data_dir, domain, "127.0.0.1:0".parse()?, Some(tls))
+        let options = NodeOptions {
+            tls: Some(tls),
+            ..NodeOptions::default()
+        };
+        Self::start_with(data_dir, domain, options)
+    }
+
+    /// Starts a node with `options` on `127.0.0.1:0`, and waits until it is healthy.
+    pub fn start_with(data_dir: &Path, domain: &str, options: NodeOptions) -> anyhow::Result<Self> {
+        Self::spawn(data_dir, domain, "127.0.0.1:0".parse()?, options)
     }
 
     fn spawn(
         data_dir: &Path,
         domain: &str,
         listen: SocketAddr,
-        tls: Option<Tls>,
+        options: NodeOptions,
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(&binaries().pd_server);
-        if let Some(tls) = &tls {
+        if let Some(config) = &options.config {
+            command.arg("--config").arg(config);
+        }
+        if let Some(tls) = &options.tls {
             command
                 .arg("--tls-cert")
                 .arg(&tls.cert)
@@ -165,7 +187,7 @@ impl Node {
             addr: listen,
             data_dir: data_dir.to_owned(),
             domain: domain.to_owned(),
-            tls,
+            options,
         };
         node.addr = match addr_rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => addr,
@@ -186,7 +208,7 @@ impl Node {
     /// The node's base URL: `http://127.0.0.1:<port>`, or `https://localhost:<port>` when it
     /// serves HTTPS (its certificate names `localhost`).
     pub fn url(&self) -> String {
-        match self.tls {
+        match self.options.tls {
             Some(_) => format!("https://localhost:{}", self.addr.port()),
             None => format!("http://{}", self.addr),
         }
@@ -195,6 +217,31 @@ impl Node {
     /// The domain the node serves.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs `pd-server invite create` on this node's data directory and returns the token.
+    pub fn create_invite(&self) -> anyhow::Result<String> {
+        let output = Command::new(&binaries().pd_server)
+            .args(["invite", "create", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .context("failed to run pd-server invite create")?;
+        if !output.status.success() {
+            bail!(
+                "pd-server invite create failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let token = String::from_utf8(output.stdout)?.trim().to_owned();
+        if token.is_empty() {
+            bail!("pd-server invite create printed no token");
+        }
+        Ok(token)
     }
 
     /// Everything the node logged so far.
@@ -243,7 +290,12 @@ impl Node {
         if self.child.is_some() {
             self.stop()?;
         }
-        let fresh = Self::spawn(&self.data_dir, &self.domain, self.addr, self.tls.clone())?;
+        let fresh = Self::spawn(
+            &self.data_dir,
+            &self.domain,
+            self.addr,
+            self.options.clone(),
+        )?;
         *self = fresh;
         Ok(())
     }
@@ -252,7 +304,7 @@ impl Node {
         let client = pd_client::PdClient::new(
             self.url().parse()?,
             &pd_client::ClientOptions::default()
-                .with_ca_file(self.tls.as_ref().map(|tls| tls.cert.clone()))
+                .with_ca_file(self.options.tls.as_ref().map(|tls| tls.cert.clone()))
                 .with_timeouts(Duration::from_secs(1), Duration::from_secs(2)),
         )?;
         let runtime = tokio::runtime::Builder::new_current_thread()

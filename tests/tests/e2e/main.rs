@@ -4,6 +4,7 @@
 mod bad_input;
 mod chat_flow;
 mod durability;
+mod invite;
 mod tls;
 
 use pd_e2e::{ChatHome, Node};
