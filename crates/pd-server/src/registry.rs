@@ -535,14 +535,15 @@ impl Registry {
         })
     }
 
-    /// Deletes expired presence records from the store and drops them from the cache.
+    /// Deletes expired presence records from the store and drops those accounts from the
+    /// cache; returns how many records went.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         let now = now_secs();
         let _exclusive = self.write_lock.write().await;
         let purged = self.store.purge_expired(now).await?;
-        if purged > 0 {
-            self.accounts.invalidate_all();
+        for name in &purged {
+            self.accounts.invalidate(name.as_str()).await;
         }
-        Ok(purged)
+        Ok(purged.len())
     }
 }

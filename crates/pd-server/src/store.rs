@@ -296,20 +296,20 @@ impl Store {
     }
 
     /// Deletes presence records that expired at or before `now_secs`, and expired invites;
-    /// returns how many presence records went.
-    pub async fn purge_expired(&self, now_secs: u64) -> Result<usize, StoreError> {
+    /// returns the names whose presence record went.
+    pub async fn purge_expired(&self, now_secs: u64) -> Result<Vec<String>, StoreError> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "DELETE FROM presence WHERE expires_at <= ?1",
-                params![to_i64(now_secs)],
-            )?;
+            let names = tx
+                .prepare("DELETE FROM presence WHERE expires_at <= ?1 RETURNING name")?
+                .query_map(params![to_i64(now_secs)], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
             tx.execute(
                 "DELETE FROM invites WHERE expires_at <= ?1",
                 params![to_i64(now_secs)],
             )?;
             tx.commit()?;
-            Ok(n)
+            Ok(names)
         })
         .await
     }
@@ -501,7 +501,7 @@ mod tests {
         s.apply("b", K1, 2, Change::Publish(presence(2, 250)))
             .await
             .unwrap();
-        assert_eq!(s.purge_expired(200).await.unwrap(), 1);
+        assert_eq!(s.purge_expired(200).await.unwrap(), vec!["a".to_owned()]);
         assert_eq!(s.account("a").await.unwrap().unwrap().presence, None);
         assert!(s.account("b").await.unwrap().unwrap().presence.is_some());
     }

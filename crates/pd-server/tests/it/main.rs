@@ -2,6 +2,7 @@
 //! driven over HTTP with real signatures.
 
 mod accounts;
+mod cli;
 mod lifecycle;
 mod lookup;
 mod node;

@@ -270,3 +270,58 @@ async fn oversize_bodies_and_wrong_content_types_change_nothing() {
     let raw = raw_presence(&node, &alice, "alice@localhost").await;
     assert_eq!(raw, serde_json::to_string(&current).unwrap());
 }
+
+#[tokio::test]
+async fn concurrent_publishes_with_one_seq_store_exactly_one() {
+    let node = std::sync::Arc::new(TestNode::start().await);
+    let alice = std::sync::Arc::new(User::new("alice"));
+    alice.register(&node).await;
+    let shared_seq = seq();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8u64 {
+        let node = std::sync::Arc::clone(&node);
+        let alice = std::sync::Arc::clone(&alice);
+        tasks.spawn(async move {
+            let record = Presence {
+                seq: shared_seq,
+                expires_at: now_secs() + 600 + i,
+                ..alice.presence(600)
+            };
+            let resp = node
+                .put(&alice.path("/presence"), &Signed::sign(&alice.key, &record))
+                .await;
+            resp.status()
+        });
+    }
+    let statuses = tasks.join_all().await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((ok, conflicts), (1, 7), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_with_a_problem() {
+    use futures::StreamExt as _;
+    let node =
+        TestNode::start_with(|c| c.limits.request_timeout = Duration::from_millis(300)).await;
+    let alice = User::new("alice");
+    alice.register(&node).await;
+    let chunks = futures::stream::iter([false, true]).then(|slow| async move {
+        if slow {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{"))
+    });
+    let resp = node
+        .client
+        .put(format!("{}{}", node.url, alice.path("/presence")))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 503, ProblemType::Timeout).await;
+}
