@@ -92,6 +92,7 @@ impl Server {
             registry: Arc::clone(&registry),
             metrics: Arc::new(Metrics::new()),
             server_key: server_key.public(),
+            server_secret: Arc::new(server_key),
         };
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();

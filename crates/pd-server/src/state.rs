@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pd_proto::PublicKey;
+use pd_proto::{PublicKey, SecretKey};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -20,4 +20,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The node's public server key (published in `/.well-known/pd`).
     pub server_key: PublicKey,
+    /// The node's secret server key (`server.key` in the data dir), for signing node-to-node
+    /// requests.
+    pub server_secret: Arc<SecretKey>,
 }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use pd_proto::node_auth::server_key_id;
 use pd_proto::wire::{Health, ServerKey, WellKnown};
 use pd_proto::{API_VERSION, now_micros};
 
@@ -43,11 +44,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
     responses((status = 200, description = "The node's domain, server keys, API version and policies", body = WellKnown))
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
-    let fingerprint = state.server_key.fingerprint();
-    let key_id = format!(
-        "ed25519:{}",
-        fingerprint.chars().take(8).collect::<String>()
-    );
+    let key_id = server_key_id(&state.server_key);
     Json(WellKnown {
         domain: state.config.domain.clone(),
         api_version: API_VERSION.into(),
