@@ -7,6 +7,7 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
