@@ -58,7 +58,7 @@ impl Endpoint {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("no host"));
         }
-        if url.port().is_none() {
+        if url.port_or_known_default().is_none() {
             return Err(bad("no port"));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -268,6 +268,8 @@ mod tests {
     fn endpoints_are_validated() {
         Endpoint::parse("tcp://[2001:db8::1]:7000").unwrap();
         Endpoint::parse("tls://chat.example:443").unwrap();
+        // Special schemes lose their default port in the URL standard; it still counts.
+        Endpoint::parse("https://chat.example:443").unwrap();
         for bad in [
             "nonsense",
             "tcp://host",
