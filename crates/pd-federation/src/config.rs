@@ -9,6 +9,9 @@ use pd_proto::Host;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::backoff::BackoffConfig;
+use crate::cache::CacheConfig;
+
 /// Federation settings. Every field has a default, so an empty `[federation]` section
 /// (or none at all) is valid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,10 @@ pub struct FederationConfig {
     /// request. Default: `5m`.
     #[serde(with = "humantime_serde")]
     pub max_request_age: Duration,
+    /// The lookup cache (`[federation.cache]`); see [`CacheConfig`] for each default.
+    pub cache: CacheConfig,
+    /// Per-peer backoff (`[federation.backoff]`); see [`BackoffConfig`] for each default.
+    pub backoff: BackoffConfig,
 }
 
 impl Default for FederationConfig {
@@ -75,6 +82,8 @@ impl Default for FederationConfig {
             discovery_refresh_percent: 80,
             server_key_ttl: Duration::from_secs(24 * 3600),
             max_request_age: Duration::from_secs(5 * 60),
+            cache: CacheConfig::default(),
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -111,6 +120,32 @@ impl FederationConfig {
         if !(1..=100).contains(&self.discovery_refresh_percent) {
             return Err(ConfigError::Invalid(
                 "federation.discovery_refresh_percent must be between 1 and 100".into(),
+            ));
+        }
+        if self.cache.max_entries == 0 || self.cache.max_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "federation.cache.max_entries and max_bytes must not be zero".into(),
+            ));
+        }
+        if self.cache.min_ttl > self.cache.max_ttl {
+            return Err(ConfigError::Invalid(
+                "federation.cache.min_ttl must not exceed federation.cache.max_ttl".into(),
+            ));
+        }
+        if !(self.backoff.factor >= 1.0 && self.backoff.factor.is_finite()) {
+            return Err(ConfigError::Invalid(
+                "federation.backoff.factor must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.backoff.jitter) {
+            return Err(ConfigError::Invalid(
+                "federation.backoff.jitter must be between 0 and 1".into(),
+            ));
+        }
+        if self.backoff.initial.is_zero() || self.backoff.initial > self.backoff.max {
+            return Err(ConfigError::Invalid(
+                "federation.backoff.initial must be above zero and at most federation.backoff.max"
+                    .into(),
             ));
         }
         for (i, peer) in self.peers.iter().enumerate() {
@@ -322,5 +357,23 @@ mod tests {
         config.validate().unwrap();
         config.per_peer_concurrency = 0;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn cache_and_backoff_sections_parse_and_are_checked() {
+        let root: Root = toml::from_str(
+            "[federation.cache]\nstale_window = \"10m\"\n[federation.backoff]\nmax = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(root.federation.cache.stale_window, Duration::from_secs(600));
+        assert_eq!(root.federation.backoff.max, Duration::from_secs(300));
+        root.federation.validate().unwrap();
+        let mut bad = root.federation.clone();
+        bad.backoff.jitter = 2.0;
+        assert!(bad.validate().is_err());
+        let mut bad = root.federation;
+        bad.cache.min_ttl = Duration::from_secs(7200);
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<Root>("[federation.cache]\ncolour = 1\n").is_err());
     }
 }

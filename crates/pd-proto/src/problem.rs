@@ -80,6 +80,7 @@ problem_types! {
     InviteRequired => ("invite-required", 403, "A valid invite token is required"),
     NotFound => ("not-found", 404, "No such resource"),
     UnknownUser => ("unknown-user", 404, "No such user"),
+    NotCached => ("not-cached", 404, "No cached answer for that address"),
     MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed"),
     NotAcceptable => ("not-acceptable", 406, "Not acceptable"),
     NameTaken => ("name-taken", 409, "The name is already registered"),

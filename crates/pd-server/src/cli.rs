@@ -1,11 +1,16 @@
-//! The command line of the `pd-server` binary: `run` (the default), `check-config` and
-//! `invite create`.
+//! The command line of the `pd-server` binary: `run` (the default), `check-config`,
+//! `invite create` and `trust explain|export|import`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use std::time::SystemTime;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Parser, Subcommand, ValueEnum};
+use pd_federation::config::StaticPeer;
+use pd_federation::trust::{EntryKind, TrustConfig, TrustPolicy, lists};
+use pd_proto::Host;
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::store::Store;
@@ -35,6 +40,9 @@ pub struct Cli {
     /// PEM private key for --tls-cert.
     #[arg(long, global = true)]
     tls_key: Option<PathBuf>,
+    /// A static route to another node, DOMAIN=URL (repeatable; added to federation.peers).
+    #[arg(long = "peer", value_name = "DOMAIN=URL", global = true)]
+    peers: Vec<StaticPeer>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +54,65 @@ enum Command {
     /// Manage invite tokens.
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Inspect and convert the trust policy.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustCommand {
+    /// Print whether this node federates with DOMAIN, and the deciding entry. Subscribed
+    /// lists are not fetched; only the configured entries are considered.
+    Explain {
+        /// The domain to decide about.
+        #[arg(value_name = "DOMAIN")]
+        target: String,
+    },
+    /// Print the configured entries of one kind as a list others can import.
+    Export {
+        /// Output format: plain text (one domain per line) or Mastodon's domain-block CSV.
+        #[arg(long, value_enum, default_value_t = ListFormatArg::Text)]
+        format: ListFormatArg,
+        /// Which entries to export.
+        #[arg(long, value_enum, default_value_t = KindArg::Deny)]
+        kind: KindArg,
+    },
+    /// Read a list (plain text or Mastodon CSV) and print its entries as a [trust] TOML
+    /// snippet to paste into the configuration.
+    Import {
+        /// The list file.
+        file: PathBuf,
+        /// Whether the entries are allow or deny entries.
+        #[arg(long, value_enum, default_value_t = KindArg::Deny)]
+        kind: KindArg,
+    },
+}
+
+/// A list format on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListFormatArg {
+    /// One domain per line.
+    Text,
+    /// Mastodon's domain-block CSV.
+    Csv,
+}
+
+/// An entry kind on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    /// Allow entries.
+    Allow,
+    /// Deny entries.
+    Deny,
+}
+
+impl From<KindArg> for EntryKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Allow => EntryKind::Allow,
+            KindArg::Deny => EntryKind::Deny,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,13 +133,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,
+        peers: cli.peers,
     };
     let config = Config::load(cli.config.as_deref(), overrides)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
+            let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
+                .context("invalid trust policy")?;
+            for warning in policy.warnings() {
+                eprintln!("warning: {warning}");
+            }
             eprintln!("configuration is valid (domain {})", config.domain);
             Ok(())
         }
+        Command::Trust(command) => trust(&config, command),
         Command::Invite(InviteCommand::Create { expires }) => {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
@@ -90,9 +164,89 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => {
             init_tracing(config.log_format);
             let server = Server::bind(config).await?;
-            shutdown_signal().await;
+            let shutdown = shutdown_signal();
+            tokio::pin!(shutdown);
+            let mut hangup = Hangup::new();
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = hangup.recv() => {
+                        if let Err(e) = server.reload_trust().await {
+                            tracing::error!(error = %format!("{e:#}"), "SIGHUP: trust policy not reloaded");
+                        }
+                    }
+                }
+            }
             server.shutdown().await
         }
+    }
+}
+
+/// Runs a `trust` subcommand; output goes to stdout.
+#[allow(clippy::print_stdout)]
+fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
+    let now = SystemTime::now();
+    match command {
+        TrustCommand::Explain { target } => {
+            let host = Host::parse(target.trim())
+                .map_err(|e| anyhow!("{target:?} is not a valid domain: {e}"))?;
+            let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
+                .context("invalid trust policy")?;
+            println!("{}", policy.explain(&host, now));
+        }
+        TrustCommand::Export { format, kind } => {
+            let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
+                .context("invalid trust policy")?;
+            let kind = EntryKind::from(kind);
+            let entries = policy.effective(kind, now);
+            match format {
+                ListFormatArg::Text => print!("{}", lists::export_text(&entries)),
+                ListFormatArg::Csv => print!("{}", lists::export_mastodon_csv(&entries, kind)),
+            }
+        }
+        TrustCommand::Import { file, kind } => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("failed to read {}", file.display()))?;
+            let parsed = lists::parse(&bytes)
+                .with_context(|| format!("failed to parse {}", file.display()))?;
+            for warning in &parsed.warnings {
+                eprintln!("warning: line {}: {}", warning.line, warning.message);
+            }
+            let mut snippet = TrustConfig::default();
+            match EntryKind::from(kind) {
+                EntryKind::Allow => snippet.allow = parsed.entries,
+                EntryKind::Deny => snippet.deny = parsed.entries,
+            }
+            let text = toml::to_string(&snippet).context("failed to format the entries")?;
+            println!("[trust]");
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// SIGHUP, which reloads the trust policy (unix only).
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Completes on the next SIGHUP (never, where there is none).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use pd_federation::config::{FederationConfig, StaticPeer};
+use pd_federation::trust::TrustConfig;
 use pd_proto::Host;
 use serde::Deserialize;
 
@@ -187,6 +189,21 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Log format: "text" or "json". Default: "text".
     pub log_format: LogFormat,
+    /// Federation with other nodes (`[federation]`, with `[[federation.peers]]`,
+    /// `[federation.cache]` and `[federation.backoff]`). Default: no static peers,
+    /// discovery over HTTPS, the documented limits.
+    pub federation: FederationConfig,
+    /// Which nodes this node federates with (`[trust]`). Default: mode "open", no entries.
+    /// `file = "trust.toml"` (relative to this file) keeps the policy in its own file.
+    pub trust: TrustConfig,
+    /// Address of the admin listener (peer state, cache flush, trust explain and reload).
+    /// It has no authentication, so it must be a loopback address. Default: none (the admin
+    /// surface is off).
+    pub admin_listen: Option<SocketAddr>,
+    /// The file this configuration was read from, if any; the trust policy is reloaded
+    /// from it. Not a TOML key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -204,6 +221,10 @@ impl Default for Config {
             session_ttl: Duration::from_secs(3600),
             cache: CacheConfig::default(),
             log_format: LogFormat::default(),
+            federation: FederationConfig::default(),
+            trust: TrustConfig::default(),
+            admin_listen: None,
+            source: None,
         }
     }
 }
@@ -226,6 +247,8 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
+    /// `--peer DOMAIN=URL`, appended to `federation.peers`.
+    pub peers: Vec<StaticPeer>,
 }
 
 impl Config {
@@ -263,6 +286,7 @@ impl Config {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
+        config.source = path.map(Path::to_owned);
         config.apply(overrides)?;
         config.validate()?;
         Ok(config)
@@ -280,6 +304,7 @@ impl Config {
         if let Some(dir) = o.data_dir {
             self.data_dir = dir;
         }
+        self.federation.peers.extend(o.peers);
         match (o.tls_cert, o.tls_key) {
             (Some(cert), Some(key)) => self.tls = Some(TlsConfig { cert, key }),
             (None, None) => {}
@@ -327,7 +352,31 @@ impl Config {
         {
             return bad("tls.cert and tls.key must both name files");
         }
+        if let Some(admin) = self.admin_listen
+            && !admin.ip().is_loopback()
+        {
+            return bad(
+                "admin_listen must be a loopback address (the admin surface has no authentication)",
+            );
+        }
+        self.federation
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.resolved_trust()?;
         Ok(())
+    }
+
+    /// The effective `[trust]` section: the named trust file's contents when `trust.file`
+    /// is set (relative to the configuration file's directory), validated.
+    pub fn resolved_trust(&self) -> Result<TrustConfig, ConfigError> {
+        let base = self
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| Path::new("."));
+        self.trust
+            .resolve(base)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// A configuration for tests: 127.0.0.1 on a free port, data in `dir`, generous rate

@@ -7,8 +7,10 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod federation;
 pub mod http;
 pub mod metrics;
 pub mod registry;

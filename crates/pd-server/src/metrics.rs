@@ -1,4 +1,5 @@
-//! The node's Prometheus metrics: requests, lookups, registrations and store errors.
+//! The node's Prometheus metrics: requests, lookups, registrations, store errors, refusals
+//! by the trust policy, and the federation resolver's cache and upstream metrics.
 
 use std::fmt;
 
@@ -26,6 +27,14 @@ pub struct LookupLabels {
     pub result: String,
 }
 
+/// Labels of the refusal counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why: the trust verdict (`denied`, `not_in_allowlist`), or `unauthenticated` for an
+    /// inbound request whose node signature did not verify.
+    pub reason: String,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +46,10 @@ pub struct Metrics {
     pub registrations: Counter,
     /// Store operations that failed.
     pub store_errors: Counter,
+    /// Lookups of other domains refused by this node's trust policy, by reason.
+    pub refused_lookups: Family<RefusalLabels, Counter>,
+    /// Inbound node-to-node requests refused, by reason.
+    pub refused_inbound: Family<RefusalLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -54,6 +67,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Self {
+        Self::with_extra(|_| {})
+    }
+
+    /// Creates and registers the metrics, letting `extra` register more (the resolver's).
+    pub fn with_extra(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("pd");
         let requests = Family::<RequestLabels, Counter>::default();
         let lookups = Family::<LookupLabels, Counter>::default();
@@ -71,8 +89,23 @@ impl Metrics {
             "Store operations that failed",
             store_errors.clone(),
         );
+        let refused_lookups = Family::<RefusalLabels, Counter>::default();
+        let refused_inbound = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "refused_lookups",
+            "Lookups of other domains refused by the trust policy, by reason",
+            refused_lookups.clone(),
+        );
+        registry.register(
+            "refused_inbound",
+            "Inbound node-to-node requests refused, by reason",
+            refused_inbound.clone(),
+        );
+        extra(&mut registry);
         Self {
             registry,
+            refused_lookups,
+            refused_inbound,
             requests,
             lookups,
             registrations,
@@ -86,6 +119,24 @@ impl Metrics {
             .get_or_create(&LookupLabels {
                 source: source.to_owned(),
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a lookup refused by the trust policy.
+    pub fn refused_lookup(&self, reason: &str) {
+        self.refused_lookups
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused inbound node-to-node request.
+    pub fn refused_inbound(&self, reason: &str) {
+        self.refused_inbound
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

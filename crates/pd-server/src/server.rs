@@ -20,11 +20,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, TlsConfig};
-use crate::http;
+use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::state::AppState;
 use crate::store::Store;
+use crate::{admin, http};
 
 /// How often expired presence records are purged from the store.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -32,6 +33,8 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// A running node.
 pub struct Server {
     http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin_handle: Handle,
     tls: bool,
     handle: Handle,
     stop: watch::Sender<bool>,
@@ -86,13 +89,31 @@ impl Server {
                 max_accounts: config.cache.max_accounts,
             },
         ));
+        let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("failed to listen on {addr} (admin_listen)"))?;
+                l.set_nonblocking(true)
+                    .context("failed to configure the admin listener")?;
+                Some(l)
+            }
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()
+            .context("failed to read the admin listener's address")?;
+        let federation = Arc::new(Federation::new(&config, server_key.clone())?);
+        let metrics = Metrics::with_extra(|r| federation.resolver.metrics().register(r));
         let grace = config.limits.request_timeout + Duration::from_secs(1);
         let state = AppState {
             config: Arc::new(config),
             registry: Arc::clone(&registry),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             server_key: server_key.public(),
             server_secret: Arc::new(server_key),
+            federation: Arc::clone(&federation),
         };
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
@@ -108,16 +129,30 @@ impl Server {
                 tasks.spawn(async move { server.serve(app).await.context("HTTP server failed") });
             }
         }
+        let admin_handle = Handle::new();
+        if let Some(listener) = admin_listener {
+            let admin_app =
+                admin::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let server = axum_server::from_tcp(listener).handle(admin_handle.clone());
+            tasks
+                .spawn(async move { server.serve(admin_app).await.context("admin server failed") });
+        }
         let (stop, stopped) = watch::channel(false);
-        tasks.spawn(purge_task(registry, stopped));
+        tasks.spawn(purge_task(registry, stopped.clone()));
+        tasks.spawn(async move { federation.run(stopped).await });
         tracing::info!(
             listen.addr = %http_addr,
             domain = %state.config.domain,
             tls = is_tls,
             "node started"
         );
+        if let Some(addr) = admin_addr {
+            tracing::info!(admin.addr = %addr, "admin surface listening");
+        }
         Ok(Self {
             http_addr,
+            admin_addr,
+            admin_handle,
             tls: is_tls,
             handle,
             stop,
@@ -135,6 +170,21 @@ impl Server {
     /// The address the HTTP(S) listener is bound to.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address of the admin listener, when `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Reads the trust policy again from the configuration and puts it in force (what
+    /// SIGHUP does). On error the policy in force stays.
+    pub async fn reload_trust(&self) -> anyhow::Result<pd_federation::trust::PolicyDiff> {
+        self.state
+            .federation
+            .reload_trust(&self.state.config)
+            .await
+            .context("the trust policy was not reloaded; the previous policy stays in force")
     }
 
     /// The base URL of the API (`http://addr` or `https://addr`).
@@ -168,6 +218,7 @@ impl Server {
 
     async fn stop_and_wait(&mut self) -> anyhow::Result<()> {
         self.handle.graceful_shutdown(Some(self.grace));
+        self.admin_handle.graceful_shutdown(Some(self.grace));
         let _ = self.stop.send(true);
         let mut result = Ok(());
         while let Some(joined) = self.tasks.join_next().await {

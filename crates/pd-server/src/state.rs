@@ -1,11 +1,12 @@
 //! The state shared by every request handler: cheap handles to the registry, the
-//! configuration, the metrics and the node's identity.
+//! configuration, the metrics, the node's identity and its federation side.
 
 use std::sync::Arc;
 
 use pd_proto::{PublicKey, SecretKey};
 
 use crate::config::Config;
+use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -23,4 +24,6 @@ pub struct AppState {
     /// The node's secret server key (`server.key` in the data dir), for signing node-to-node
     /// requests.
     pub server_secret: Arc<SecretKey>,
+    /// Lookups at other nodes, inbound node authentication and the trust policy.
+    pub federation: Arc<Federation>,
 }

@@ -54,6 +54,12 @@ impl ApiError {
         }
     }
 
+    /// Adds a `Retry-After` header (seconds, at least 1).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
     /// The problem type.
     pub fn kind(&self) -> ProblemType {
         self.kind

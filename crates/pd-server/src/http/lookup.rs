@@ -1,9 +1,14 @@
 //! The lookup endpoint, the node's hot path. A local user's stored presence envelope is
-//! placed in the response as stored, without parsing or re-serialising it.
+//! placed in the response as stored, without parsing or re-serialising it. Other domains'
+//! users are resolved through federation: the trust policy first (a refused domain causes
+//! no network traffic), then the resolver's cache or one signed upstream lookup.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use pd_federation::resolver::{LookupMode, ResolveError};
+use pd_proto::wire::Source;
 use pd_proto::{Address, ProblemType, now_micros};
 
 use super::error::ApiError;
@@ -18,34 +23,159 @@ const NO_PRESENCE_TTL: u64 = 60;
 /// `GET /v1/lookup/{address}`: a user's key and current presence record.
 #[utoipa::path(
     get, path = "/v1/lookup/{address}", tag = "lookup",
-    params(("address" = String, Path, description = "The address to look up")),
+    params(
+        ("address" = String, Path, description = "The address to look up"),
+        ("mode" = Option<String>, Query, description = "normal (default), cache-only or refresh; only for other domains' users"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user's key and current presence record (the stored envelope, or null)", body = pd_proto::wire::LookupResponse),
         (status = 400, description = "invalid-address", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthenticated (lookup_access = users)", body = pd_proto::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
-        (status = 501, description = "not-implemented: the address belongs to another domain", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "refused-by-policy (this node does not federate with the domain) or remote-refused", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown-user, or not-cached (mode=cache-only)", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "no-pd-node or bad-remote-answer", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "remote-unreachable (with Retry-After while the peer is backed off)", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     AddressPath(address): AddressPath,
+    ModeQuery(mode): ModeQuery,
 ) -> Result<Response, ApiError> {
     if state.config.lookup_access == LookupAccess::Users {
         authenticate(&state, &headers).await?;
     }
     if !state.registry.is_local(&address) {
-        state.metrics.lookup("remote", "not_implemented");
-        return Err(ApiError::new(
-            ProblemType::NotImplemented,
-            format!(
-                "cannot look up {address}: lookups of other domains need federation, which this node does not offer yet"
-            ),
-        ));
+        return remote(&state, &address, mode).await;
     }
     local(&state, &address).await
+}
+
+/// The `mode` query parameter (`normal`, `cache-only`, `refresh`); other parameters are
+/// ignored, a bad mode is 400 invalid-request.
+#[derive(Debug, Clone, Copy)]
+pub struct ModeQuery(pub LookupMode);
+
+impl<S: Send + Sync> FromRequestParts<S> for ModeQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let mut mode = LookupMode::Normal;
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if key != "mode" {
+                continue;
+            }
+            mode = match &*value {
+                "normal" => LookupMode::Normal,
+                "cache-only" => LookupMode::CacheOnly,
+                "refresh" => LookupMode::Refresh,
+                other => {
+                    return Err(ApiError::new(
+                        ProblemType::InvalidRequest,
+                        format!(
+                            "mode must be normal, cache-only or refresh, not {:?}",
+                            other.chars().take(40).collect::<String>()
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(Self(mode))
+    }
+}
+
+/// Answers a lookup of another domain's user: trust policy, then the resolver.
+pub async fn remote(
+    state: &AppState,
+    address: &Address,
+    mode: LookupMode,
+) -> Result<Response, ApiError> {
+    let federation = &state.federation;
+    let host = address.host();
+    let verdict = federation.trust.decide(host);
+    if !verdict.allowed {
+        state.metrics.refused_lookup(verdict.why.as_str());
+        state.metrics.lookup("remote", "refused");
+        // The deciding entry's reason is private; the client only learns the domain.
+        return Err(ApiError::new(
+            ProblemType::RefusedByPolicy,
+            format!("this node does not federate with {}", host.hostname()),
+        ));
+    }
+    match federation.resolver.lookup(address, mode).await {
+        Ok(resolved) => {
+            let source = match resolved.response.source {
+                Source::Local => "local",
+                Source::Cache => "cache",
+                Source::Remote => "remote",
+                Source::Stale => "stale",
+            };
+            state.metrics.lookup(source, "found");
+            let mut response = resolved.response;
+            response.ttl = resolved.ttl_secs;
+            let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
+            let mut response = body.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(response)
+        }
+        Err(e) => {
+            let result = match e {
+                ResolveError::UnknownUser => "not_found",
+                _ => "error",
+            };
+            state.metrics.lookup("remote", result);
+            Err(resolve_error(address, e))
+        }
+    }
+}
+
+/// The problem answered for a failed remote lookup.
+fn resolve_error(address: &Address, e: ResolveError) -> ApiError {
+    let host = address.host().hostname();
+    match e {
+        ResolveError::UnknownUser => ApiError::new(
+            ProblemType::UnknownUser,
+            format!("{host} has no user {address}"),
+        ),
+        ResolveError::NoNode => ApiError::new(
+            ProblemType::NoPdNode,
+            format!("{host} does not run a PD node"),
+        ),
+        ResolveError::Unreachable(why) => ApiError::new(
+            ProblemType::RemoteUnreachable,
+            format!("the node of {host} is unreachable: {why}"),
+        ),
+        ResolveError::BadAnswer(why) => ApiError::new(
+            ProblemType::BadRemoteAnswer,
+            format!("the node of {host} gave an invalid answer: {why}"),
+        ),
+        ResolveError::RemoteRefused => ApiError::new(
+            ProblemType::RemoteRefused,
+            format!("{host} does not accept lookups from this node"),
+        ),
+        ResolveError::PeerBackingOff { retry_in } => ApiError::new(
+            ProblemType::RemoteUnreachable,
+            format!(
+                "the node of {host} failed recently; next attempt in {} s",
+                retry_in.as_secs().max(1)
+            ),
+        )
+        .with_retry_after(retry_in.as_secs()),
+        ResolveError::NotCached => ApiError::new(
+            ProblemType::NotCached,
+            format!("no fresh cached answer for {address} (mode=cache-only)"),
+        ),
+        other => ApiError::new(
+            ProblemType::RemoteUnreachable,
+            format!("the lookup at {host} failed: {other}"),
+        ),
+    }
 }
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

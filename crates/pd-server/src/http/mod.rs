@@ -8,11 +8,13 @@ pub mod error;
 pub mod extract;
 
 mod accounts;
+mod federation;
 pub mod lookup;
 mod metrics;
 mod openapi;
 mod presence;
 mod sessions;
+pub mod webfinger;
 mod well_known;
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -33,6 +35,7 @@ use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -74,6 +77,15 @@ pub fn router(state: AppState) -> Router {
         });
     let reads = Router::new()
         .route("/v1/lookup/{address}", get(lookup::get))
+        .route("/v1/federation/lookup/{address}", get(federation::lookup))
+        .route(
+            "/.well-known/webfinger",
+            get(webfinger::get).layer(
+                CorsLayer::new()
+                    .allow_origin(Any)
+                    .allow_methods([Method::GET]),
+            ),
+        )
         .route("/healthz", get(well_known::healthz))
         .route("/.well-known/pd", get(well_known::get))
         .route("/metrics", get(metrics::get))
@@ -156,14 +168,14 @@ async fn timed_out(err: tower::BoxError) -> ApiError {
     }
 }
 
-async fn not_found(req: Request) -> ApiError {
+pub(crate) async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         ProblemType::NotFound,
         format!("no resource at {}", req.uri().path()),
     )
 }
 
-async fn method_not_allowed(req: Request) -> ApiError {
+pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         ProblemType::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),

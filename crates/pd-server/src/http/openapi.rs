@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{accounts, lookup, metrics, presence, sessions, well_known};
+use super::{accounts, federation, lookup, metrics, presence, sessions, webfinger, well_known};
 
 /// The API description.
 #[derive(Debug, OpenApi)]
@@ -13,7 +13,7 @@ use super::{accounts, lookup, metrics, presence, sessions, well_known};
     paths(
         accounts::create, accounts::rotate, accounts::delete,
         presence::put, presence::withdraw,
-        sessions::create, lookup::get,
+        sessions::create, lookup::get, federation::lookup, webfinger::get,
         well_known::healthz, well_known::get, metrics::get, get,
     ),
     components(schemas(pd_proto::Problem)),

@@ -102,14 +102,26 @@ async fn malformed_addresses_are_400() {
 }
 
 #[tokio::test]
-async fn other_domains_are_not_served_yet() {
-    let node = TestNode::start().await;
+async fn other_domains_refused_by_policy_get_403_without_network() {
+    // Allowlist mode with an empty allowlist: federate with no one.
+    let node = TestNode::start_with(|c| {
+        c.trust.mode = Some(pd_federation::trust::Mode::Allowlist);
+    })
+    .await;
     let alice = User::new("alice");
     alice.register(&node).await;
     let token = alice.login(&node).await;
     let resp = node.lookup("bob@other.example", Some(&token)).await;
-    let problem = assert_problem(resp, 501, ProblemType::NotImplemented).await;
-    assert!(problem.detail.contains("federation"), "{}", problem.detail);
+    let problem = assert_problem(resp, 403, ProblemType::RefusedByPolicy).await;
+    assert!(
+        problem.detail.contains("other.example"),
+        "{}",
+        problem.detail
+    );
+    let resp = node
+        .lookup("bob@other.example?mode=sideways", Some(&token))
+        .await;
+    assert_problem(resp, 400, ProblemType::InvalidRequest).await;
 }
 
 #[tokio::test]

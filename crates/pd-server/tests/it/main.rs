@@ -3,9 +3,12 @@
 
 mod accounts;
 mod cli;
+mod federation;
 mod lifecycle;
 mod lookup;
 mod node;
 mod presence;
 mod routing;
+mod trust;
 mod util;
+mod webfinger;

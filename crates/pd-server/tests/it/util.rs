@@ -132,6 +132,14 @@ impl User {
         }
     }
 
+    /// A user of another domain.
+    pub(crate) fn at(name: &str, domain: &str) -> Self {
+        Self {
+            key: SecretKey::generate(),
+            address: addr(&format!("{name}@{domain}")),
+        }
+    }
+
     pub(crate) fn path(&self, rest: &str) -> String {
         format!("/v1/accounts/{}{rest}", self.address)
     }

@@ -1,0 +1,143 @@
+//! The node's federation side, assembled from `pd_federation`: the one guarded outbound
+//! client, discovery, the resolver (cache, single flight, backoff, serve-stale) over signed
+//! upstream lookups, the inbound verifier with the trust policy as its origin policy, and
+//! the trust handle with its list subscriptions.
+//!
+//! Architecture invariant: the trust policy is asked before every resolver call and before
+//! any origin key is fetched, so a refused domain causes no network traffic at all.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use pd_federation::discovery::Discovery;
+use pd_federation::guard::GuardedClient;
+use pd_federation::node_auth::{InboundVerifier, NodeSigner};
+use pd_federation::resolver::Resolver;
+use pd_federation::trust::{PolicyDiff, SubscriptionRefresher, Trust, TrustPolicy};
+use pd_federation::upstream::Upstream;
+use pd_proto::{Host, SecretKey};
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+
+/// Everything the node needs to talk to other nodes; shared behind an `Arc`.
+pub struct Federation {
+    /// Lookups of other domains' users.
+    pub resolver: Resolver<Upstream>,
+    /// Authenticates signed node-to-node requests; refuses origins the trust policy refuses
+    /// before fetching their keys.
+    pub verifier: InboundVerifier,
+    /// The trust policy in force.
+    pub trust: Trust,
+    /// Routes to other nodes and their server keys.
+    pub discovery: Arc<Discovery>,
+    refresher: SubscriptionRefresher<Arc<GuardedClient>>,
+}
+
+impl fmt::Debug for Federation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Federation")
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Federation {
+    /// Builds the federation pieces from `config`, signing as this node with `server_key`.
+    pub fn new(config: &Config, server_key: SecretKey) -> anyhow::Result<Self> {
+        let client = Arc::new(
+            GuardedClient::new(&config.federation)
+                .context("failed to build the outbound HTTP client")?,
+        );
+        let discovery = Arc::new(Discovery::new(Arc::clone(&client), &config.federation));
+        let signer = NodeSigner::new(server_key, config.domain.clone());
+        let resolver = Resolver::new(
+            Upstream::new(Arc::clone(&discovery), signer),
+            config.federation.cache.clone(),
+            config.federation.backoff.clone(),
+        );
+        let local = config.resolved_trust()?;
+        let policy = TrustPolicy::new(config.domain.clone(), local)
+            .context("failed to build the trust policy")?;
+        let trust = Trust::new(policy);
+        let origin_trust = trust.clone();
+        let verifier =
+            InboundVerifier::new(Arc::clone(&discovery), config.federation.max_request_age)
+                .with_policy(Arc::new(move |origin: &Host| origin_trust.allows(origin)));
+        let refresher = SubscriptionRefresher::new(trust.clone(), client);
+        Ok(Self {
+            resolver,
+            verifier,
+            trust,
+            discovery,
+            refresher,
+        })
+    }
+
+    /// Reads the trust policy again (from the configuration file the node was started
+    /// with, or the trust file it names) and puts it in force. On error the policy in force
+    /// stays. Cached answers of newly refused domains are dropped.
+    pub async fn reload_trust(&self, config: &Config) -> Result<PolicyDiff, ConfigError> {
+        let fresh = match &config.source {
+            Some(path) => {
+                let mut reread = Config::from_file(path)?;
+                reread.source = Some(path.clone());
+                reread.resolved_trust()?
+            }
+            None => config.resolved_trust()?,
+        };
+        let diff = self
+            .trust
+            .reload(fresh)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.flush_newly_refused(&diff).await;
+        Ok(diff)
+    }
+
+    /// Drops cached answers of hosts that `diff` newly refuses.
+    pub async fn flush_newly_refused(&self, diff: &PolicyDiff) -> usize {
+        if !diff.may_refuse_more() {
+            return 0;
+        }
+        let now = SystemTime::now();
+        let flushed = self
+            .resolver
+            .flush_where(|host| diff.newly_refused(host, now))
+            .await;
+        if flushed > 0 {
+            tracing::info!(
+                flushed,
+                "dropped cached answers of domains the new trust policy refuses"
+            );
+        }
+        flushed
+    }
+
+    /// Keeps subscribed trust lists fresh and, after every policy change (reloads and
+    /// list refreshes alike), drops cached answers of newly refused domains; returns when
+    /// `stop` turns true.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut stopped = stop.clone();
+        let refresher = self.refresher.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        let watcher = async {
+            let mut changes = self.trust.subscribe_changes();
+            let mut before = self.trust.current();
+            while changes.changed().await.is_ok() {
+                let after = self.trust.current();
+                let diff = PolicyDiff::between(before, Arc::clone(&after));
+                self.flush_newly_refused(&diff).await;
+                before = after;
+            }
+        };
+        tokio::select! {
+            () = refresher => {}
+            () = watcher => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        Ok(())
+    }
+}

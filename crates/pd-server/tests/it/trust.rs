@@ -1,0 +1,333 @@
+//! Trust lists on every path between real nodes (issue 4): an allowlist node reaches its
+//! community and not an outsider, an outsider is refused inbound, a deny added at runtime
+//! takes effect for cached answers, and the `trust` subcommands of the binary.
+
+use std::process::Command;
+
+use pd_federation::trust::{Entry, Mode};
+use pd_proto::ProblemType;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::federation::{admin_url, found, lookup_mode, network, requests_to, user_with_presence};
+use crate::util::assert_problem;
+
+fn entry(domain: &str) -> Entry {
+    Entry::new(pd_federation::trust::DomainPattern::parse(domain).unwrap())
+}
+
+#[tokio::test]
+async fn an_allowlist_node_reaches_its_community_but_not_an_outsider() {
+    let nodes = network(&["a.test", "b.test", "c.test"], |domain, c| {
+        if domain == "a.test" {
+            c.trust.mode = Some(Mode::Allowlist);
+            c.trust.allow = vec![entry("b.test")];
+        }
+    })
+    .await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    user_with_presence(b, "bob", "b.test").await;
+    user_with_presence(c, "carol", "c.test").await;
+    assert_eq!(found(a, "bob@b.test", None).await["source"], "remote");
+
+    let resp = a.lookup("carol@c.test", None).await;
+    let problem = assert_problem(resp, 403, ProblemType::RefusedByPolicy).await;
+    assert!(problem.detail.contains("c.test"), "{}", problem.detail);
+    for mode in ["cache-only", "refresh"] {
+        let resp = lookup_mode(a, "carol@c.test", Some(mode)).await;
+        assert_problem(resp, 403, ProblemType::RefusedByPolicy).await;
+    }
+    // Not a single request reached the outsider: no lookup, no discovery, no key fetch.
+    let text = c.get("/metrics").await.text().await.unwrap();
+    assert!(!text.contains("/v1/federation/lookup"), "{text}");
+    assert_eq!(requests_to(c, "/.well-known/pd").await, 0);
+    let metrics = a.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("refused_lookups_total{reason=\"not_in_allowlist\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_outsider_is_refused_inbound_before_its_keys_are_fetched() {
+    let nodes = network(&["a.test", "b.test", "c.test"], |domain, c| {
+        if domain == "b.test" {
+            c.trust.mode = Some(Mode::Allowlist);
+            c.trust.allow = vec![entry("a.test")];
+        }
+    })
+    .await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    user_with_presence(b, "bob", "b.test").await;
+    // The community member is answered.
+    assert_eq!(found(a, "bob@b.test", None).await["source"], "remote");
+    // The outsider asks and is refused; its own node reports remote-refused.
+    let resp = c.lookup("bob@b.test", None).await;
+    let problem = assert_problem(resp, 403, ProblemType::RemoteRefused).await;
+    assert!(problem.detail.contains("b.test"), "{}", problem.detail);
+    // B never fetched the outsider's keys (a.test's were fetched once).
+    assert_eq!(requests_to(c, "/.well-known/pd").await, 0);
+    assert_eq!(requests_to(a, "/.well-known/pd").await, 1);
+    let metrics = b.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("refused_inbound_total{reason=\"not_in_allowlist\"} 1"),
+        "{metrics}"
+    );
+    // No relaying: A trusts C and B trusts A, but A answers only for its own users.
+    let resp = a
+        .client
+        .get(format!("{}/v1/federation/lookup/bob%40b.test", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 401, ProblemType::InvalidNodeSignature).await;
+}
+
+#[tokio::test]
+async fn a_deny_added_at_runtime_takes_effect_for_cached_answers() {
+    let policy_dir = tempfile::tempdir().unwrap();
+    let trust_file = policy_dir.path().join("trust.toml");
+    std::fs::write(&trust_file, "mode = \"open\"\n").unwrap();
+    let file = trust_file.clone();
+    let nodes = network(&["a.test", "b.test"], move |domain, c| {
+        if domain == "a.test" {
+            c.trust.file = Some(file.clone());
+        }
+    })
+    .await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    user_with_presence(b, "bob", "b.test").await;
+    assert_eq!(found(a, "bob@b.test", None).await["source"], "remote");
+    assert_eq!(found(a, "bob@b.test", None).await["source"], "cache");
+
+    // A bad file is refused with a clear message; the old policy stays.
+    std::fs::write(&trust_file, "mode = \"sometimes\"\n").unwrap();
+    let client = reqwest::Client::new();
+    let admin = admin_url(a);
+    let resp = client
+        .post(format!("{admin}/admin/trust/reload"))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(resp, 400, ProblemType::InvalidRequest).await;
+    assert!(problem.detail.contains("trust.toml"), "{}", problem.detail);
+    assert!(a.server.reload_trust().await.is_err());
+    assert_eq!(found(a, "bob@b.test", None).await["source"], "cache");
+
+    // The deny is put in force by the reload SIGHUP performs.
+    std::fs::write(
+        &trust_file,
+        "deny = [{ domain = \"b.test\", reason = \"private: spam wave\" }]\n",
+    )
+    .unwrap();
+    let diff = a.server.reload_trust().await.unwrap();
+    assert_eq!(diff.added.len(), 1);
+    for mode in [None, Some("cache-only"), Some("refresh")] {
+        let resp = lookup_mode(a, "bob@b.test", mode).await;
+        let problem = assert_problem(resp, 403, ProblemType::RefusedByPolicy).await;
+        assert!(!problem.detail.contains("spam"), "{}", problem.detail);
+    }
+    // The cached answer was dropped, not merely hidden.
+    let cache = a.server.state().federation.resolver.cache();
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.entry_count(), 0);
+
+    // The admin surface explains and exports the policy in force.
+    let explained: Value = client
+        .get(format!("{admin}/admin/trust/explain/B.test."))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(explained["allowed"], false);
+    assert!(
+        explained["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused: b.test"),
+        "{explained}"
+    );
+    let text = client
+        .get(format!("{admin}/admin/trust/export?format=text&kind=deny"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.lines().any(|l| l.trim() == "b.test"), "{text}");
+    let resp = client
+        .get(format!("{admin}/admin/trust/export?format=csv&kind=deny"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("b.test"));
+    let resp = client
+        .get(format!("{admin}/admin/trust/export?format=xml"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 400, ProblemType::InvalidRequest).await;
+
+    // Lifting the deny (through the admin call) lets lookups through again.
+    std::fs::write(&trust_file, "mode = \"open\"\n").unwrap();
+    let resp = client
+        .post(format!("{admin}/admin/trust/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(found(a, "bob@b.test", None).await["source"], "remote");
+}
+
+fn pd_server() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pd-server"))
+}
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let file = dir.join("pd.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+const POLICY: &str = r#"domain = "home.example"
+[trust]
+mode = "allowlist"
+allow = ["blackmesa.us", "*.aperture.example"]
+deny = ["xen.example", { domain = "spam.example", reason = "spam wave", expires = "2999-01-01T00:00:00Z" }]
+"#;
+
+#[test]
+fn trust_explain_prints_the_verdict_and_the_deciding_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), POLICY);
+    for (domain, expected) in [
+        (
+            "BlackMesa.us.",
+            "allowed: blackmesa.us (allow entry \"blackmesa.us\" in local list)",
+        ),
+        (
+            "lab.aperture.example",
+            "allowed: lab.aperture.example (allow entry \"*.aperture.example\" in local list)",
+        ),
+        (
+            "spam.example",
+            "refused: spam.example (deny entry \"spam.example\" in local list: spam wave)",
+        ),
+        (
+            "elsewhere.example",
+            "refused: elsewhere.example (allowlist mode, no allow entry matches)",
+        ),
+        (
+            "home.example",
+            "allowed: home.example (this node's own domain)",
+        ),
+    ] {
+        let out = pd_server()
+            .args(["trust", "explain", domain, "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.trim_end(), expected);
+    }
+    let out = pd_server()
+        .args(["trust", "explain", "not a domain", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+}
+
+#[test]
+fn trust_export_and_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), POLICY);
+    let out = pd_server()
+        .args([
+            "trust", "export", "--format", "text", "--kind", "deny", "--config",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l.trim() == "xen.example"), "{text}");
+    let out = pd_server()
+        .args(["trust", "export", "--format", "csv", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.contains("spam.example"), "{csv}");
+    let list = dir.path().join("blocks.csv");
+    std::fs::write(&list, &csv).unwrap();
+    let out = pd_server()
+        .args(["trust", "import"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snippet = String::from_utf8(out.stdout).unwrap();
+    assert!(snippet.starts_with("[trust]\n"), "{snippet}");
+    assert!(
+        snippet.contains("xen.example") && snippet.contains("spam.example"),
+        "{snippet}"
+    );
+    // The snippet is a valid configuration.
+    let imported = write_config(dir.path(), &format!("domain = \"x.example\"\n{snippet}"));
+    let out = pd_server()
+        .args(["check-config", "--config"])
+        .arg(&imported)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{snippet}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_warns_about_an_empty_allowlist_and_takes_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "[trust]\nmode = \"allowlist\"\n");
+    let out = pd_server()
+        .args([
+            "check-config",
+            "--peer",
+            "b.example=http://127.0.0.1:9",
+            "--config",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.lines().any(|l| l.starts_with("warning: ")),
+        "{stderr}"
+    );
+    let out = pd_server()
+        .args(["check-config", "--peer", "b.example", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
