@@ -45,6 +45,12 @@ pub enum Command {
         /// Print the lookup answer as JSON, for scripts
         #[arg(long)]
         json: bool,
+        /// Ask the user's home node again, bypassing your home server's cache
+        #[arg(long, conflicts_with = "cache_only")]
+        refresh: bool,
+        /// Answer only from your home server's cache, never asking the user's home node
+        #[arg(long)]
+        cache_only: bool,
     },
     /// Show your address, home server and key fingerprint
     Whoami {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::CommandFactory;
-use pd_client::{ClientError, ClientOptions, PdClient, VerifiedLookup};
+use pd_client::{ClientError, ClientOptions, LookupMode, PdClient, VerifiedLookup};
 use pd_proto::wire::{AccountInfo, RegisterRequest, RotateRequest};
 use pd_proto::{
     Address, Deletion, Endpoint, Login, Presence, ProblemType, Registration, Rotation, SecretKey,
@@ -37,9 +37,13 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
             clap_complete::generate(shell, &mut Cli::command(), "chat", out);
             Ok(())
         }
-        Action::Lookup { address, json } => {
+        Action::Lookup {
+            address,
+            json,
+            mode,
+        } => {
             let account = Account::open(home, ca_file)?;
-            let found = account.lookup(&address).await?;
+            let found = account.lookup(&address, mode).await?;
             print_lookup(&found, json, out)
         }
         Action::Publish { endpoints, ttl } => {
@@ -102,13 +106,17 @@ impl Account {
 
     /// Looks `address` up with a session token: the cached one when it is still valid,
     /// otherwise a fresh one; a 401 drops the cached token and retries once.
-    async fn lookup(&self, address: &Address) -> Result<VerifiedLookup, ChatError> {
+    async fn lookup(
+        &self,
+        address: &Address,
+        mode: Option<LookupMode>,
+    ) -> Result<VerifiedLookup, ChatError> {
         let token = self.token(false).await?;
-        match self.client.lookup(address, Some(&token), None).await {
+        match self.client.lookup(address, Some(&token), mode).await {
             Err(err) if is_problem(&err, ProblemType::Unauthenticated) => {
                 self.home.clear_session()?;
                 let token = self.token(true).await?;
-                Ok(self.client.lookup(address, Some(&token), None).await?)
+                Ok(self.client.lookup(address, Some(&token), mode).await?)
             }
             other => Ok(other?),
         }

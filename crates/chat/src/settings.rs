@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pd_client::LookupMode;
 use pd_proto::{Address, Endpoint, MAX_PRESENCE_TTL_SECS};
 use url::Url;
 
@@ -40,6 +41,8 @@ pub enum Action {
         address: Address,
         /// Print JSON.
         json: bool,
+        /// How the home server may use its cache (`None`: its default).
+        mode: Option<LookupMode>,
     },
     /// Show the own account.
     Whoami {
@@ -92,9 +95,19 @@ fn action(command: Command) -> Result<Action, ChatError> {
             server: parse_server(&server)?,
             invite,
         },
-        Command::Lookup { address, json } => Action::Lookup {
+        Command::Lookup {
+            address,
+            json,
+            refresh,
+            cache_only,
+        } => Action::Lookup {
             address: parse_address(&address)?,
             json,
+            mode: match (refresh, cache_only) {
+                (true, _) => Some(LookupMode::Refresh),
+                (_, true) => Some(LookupMode::CacheOnly),
+                _ => None,
+            },
         },
         Command::Whoami { json } => Action::Whoami { json },
         Command::Publish { endpoints, ttl } => Action::Publish {
@@ -171,12 +184,30 @@ mod tests {
     #[test]
     fn addresses_are_parsed_and_normalised() {
         match settings(&["lookup", "Bob@PD.Test"]).unwrap().action {
-            Action::Lookup { address, json } => {
+            Action::Lookup {
+                address,
+                json,
+                mode,
+            } => {
                 assert_eq!(address.to_string(), "bob@pd.test");
                 assert!(!json);
+                assert_eq!(mode, None);
             }
             other => panic!("{other:?}"),
         }
+        for (flag, expected) in [
+            ("--refresh", LookupMode::Refresh),
+            ("--cache-only", LookupMode::CacheOnly),
+        ] {
+            match settings(&["lookup", "bob@pd.test", flag]).unwrap().action {
+                Action::Lookup { mode, .. } => assert_eq!(mode, Some(expected)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            Cli::try_parse_from(["chat", "lookup", "bob@pd.test", "--refresh", "--cache-only"])
+                .is_err()
+        );
         let message = usage_message(&["lookup", "bob@@pd.test"]);
         assert!(message.contains("more than one '@'"), "{message}");
         assert_eq!(settings(&["lookup", "nope"]).unwrap_err().report().1, 2);

@@ -196,11 +196,8 @@ async fn a_dead_peer_is_answered_from_cache_then_stale_and_refresh_fails_fast() 
         .unwrap_or_else(|| panic!("{peers}"));
     assert_eq!(peer["state"], "backing_off", "{peers}");
     assert!(peer["failures"].as_u64().unwrap() >= 1);
-    assert!(
-        peer["last_error"].as_str().unwrap().contains("unreachable")
-            || !peer["last_error"].is_null()
-    );
-    assert!(peers["static_routes"].as_array().unwrap().len() == 1);
+    assert!(!peer["last_error"].is_null(), "{peers}");
+    assert_eq!(peers["static_routes"].as_array().unwrap().len(), 1);
     let resp = client
         .post(format!("{admin}/admin/peers/b.test/retry"))
         .send()
@@ -226,9 +223,7 @@ async fn a_dead_peer_is_answered_from_cache_then_stale_and_refresh_fails_fast() 
     let resp = lookup_mode(a, "bob@b.test", Some("cache-only")).await;
     assert_problem(resp, 404, ProblemType::NotCached).await;
     let resp = a.lookup("bob@b.test", None).await;
-    let status = resp.status().as_u16();
-    assert_problem(resp, status, ProblemType::RemoteUnreachable).await;
-    assert!(status == 504, "{status}");
+    assert_problem(resp, 504, ProblemType::RemoteUnreachable).await;
 }
 
 #[tokio::test]
