@@ -331,3 +331,19 @@ fn check_config_warns_about_an_empty_allowlist_and_takes_peers() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn the_example_configuration_with_federation_and_trust_is_valid() {
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
+    let out = pd_server()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
