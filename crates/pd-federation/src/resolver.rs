@@ -56,6 +56,10 @@ pub enum UpstreamError {
     /// The remote node refused to answer this node (403).
     #[error("the remote node refused the request")]
     RemoteRefused,
+    /// The domain delegates to a host that this node's own policy refuses; nothing was
+    /// sent to it.
+    #[error("the domain's node is at {0}, which this node does not federate with")]
+    DelegationRefused(String),
 }
 
 /// Why a lookup failed, as the HTTP layer sees it.
@@ -77,6 +81,9 @@ pub enum ResolveError {
     /// The home node refused to answer this node.
     #[error("the remote node refused the request")]
     RemoteRefused,
+    /// The domain delegates to a host this node's policy refuses.
+    #[error("the domain's node is at {0}, which this node does not federate with")]
+    DelegationRefused(String),
     /// The home node failed recently and is not contacted again before `retry_in`; no
     /// stale answer was available.
     #[error("the remote node is failing; next attempt in {}s", retry_in.as_secs())]
@@ -97,6 +104,7 @@ impl From<UpstreamError> for ResolveError {
             UpstreamError::Unreachable(why) => Self::Unreachable(why),
             UpstreamError::BadAnswer(why) => Self::BadAnswer(why),
             UpstreamError::RemoteRefused => Self::RemoteRefused,
+            UpstreamError::DelegationRefused(host) => Self::DelegationRefused(host),
         }
     }
 }
@@ -355,7 +363,7 @@ impl<U: UpstreamLookup> Resolver<U> {
                             "remote node failed; backing off"
                         );
                     }
-                    UpstreamError::NoNode => {}
+                    UpstreamError::NoNode | UpstreamError::DelegationRefused(_) => {}
                 }
                 Err(err)
             }
@@ -492,6 +500,8 @@ pub enum ErrorKind {
     bad_answer,
     /// [`UpstreamError::RemoteRefused`].
     refused,
+    /// [`UpstreamError::DelegationRefused`].
+    delegation_refused,
 }
 
 impl ErrorKind {
@@ -502,6 +512,7 @@ impl ErrorKind {
             UpstreamError::Unreachable(_) => Self::unreachable,
             UpstreamError::BadAnswer(_) => Self::bad_answer,
             UpstreamError::RemoteRefused => Self::refused,
+            UpstreamError::DelegationRefused(_) => Self::delegation_refused,
         }
     }
 }

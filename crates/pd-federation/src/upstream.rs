@@ -9,29 +9,52 @@ use std::future::Future;
 use std::sync::Arc;
 
 use pd_proto::wire::{LookupResponse, Source};
-use pd_proto::{Address, Problem, ProblemType, RecordError};
+use pd_proto::{Address, Host, Problem, ProblemType, RecordError};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
 use crate::discovery::Discovery;
+use crate::discovery::Via;
 use crate::error::{DiscoveryError, OutboundError};
 use crate::guard::decode_json;
-use crate::node_auth::NodeSigner;
+use crate::node_auth::{NodeSigner, OriginPolicy};
 use crate::resolver::{UpstreamError, UpstreamLookup};
 
 /// API path of the federation lookup endpoint, before the encoded address.
 pub const FEDERATION_LOOKUP_PATH: &str = "/v1/federation/lookup/";
 
 /// Fetches lookups from remote nodes on behalf of this node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstream {
     discovery: Arc<Discovery>,
     signer: NodeSigner,
+    delegation_policy: Arc<dyn OriginPolicy>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
     /// Uses `discovery` (and its guarded client) to reach nodes, signing as `signer`.
+    /// Every delegation target is allowed until [`Self::with_delegation_policy`].
     pub fn new(discovery: Arc<Discovery>, signer: NodeSigner) -> Self {
-        Self { discovery, signer }
+        Self {
+            discovery,
+            signer,
+            delegation_policy: Arc::new(|_: &Host| true),
+        }
+    }
+
+    /// Checks the host a domain delegates to (through `/.well-known/pd`) with `policy`
+    /// before anything is sent to it; a refused target gives
+    /// [`UpstreamError::DelegationRefused`].
+    pub fn with_delegation_policy(mut self, policy: Arc<dyn OriginPolicy>) -> Self {
+        self.delegation_policy = policy;
+        self
     }
 
     /// The path and query of the federation lookup of `addr`, as sent and signed.
@@ -50,6 +73,17 @@ impl Upstream {
             DiscoveryError::Unreachable { .. } => UpstreamError::Unreachable(e.to_string()),
             DiscoveryError::Invalid { .. } => UpstreamError::BadAnswer(e.to_string()),
         })?;
+        if route.via == Via::Delegated
+            && let Some(target) = route.base_url.host_str()
+        {
+            let allowed = Host::parse(target)
+                .map(|h| self.delegation_policy.allows(&h))
+                .unwrap_or(false);
+            if !allowed {
+                tracing::info!(remote.host = %domain, delegation.target = target, "delegation target refused by policy");
+                return Err(UpstreamError::DelegationRefused(target.to_owned()));
+            }
+        }
         let path = Self::lookup_path(addr);
         let url = route
             .endpoint(&path)

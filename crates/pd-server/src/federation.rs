@@ -3,8 +3,9 @@
 //! upstream lookups, the inbound verifier with the trust policy as its origin policy, and
 //! the trust handle with its list subscriptions.
 //!
-//! Architecture invariant: the trust policy is asked before every resolver call and before
-//! any origin key is fetched, so a refused domain causes no network traffic at all.
+//! Architecture invariant: the trust policy is asked before every resolver call, before any
+//! origin key is fetched, and about every delegation target before it is contacted, so a
+//! refused domain causes no network traffic at all.
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,15 +54,19 @@ impl Federation {
         );
         let discovery = Arc::new(Discovery::new(Arc::clone(&client), &config.federation));
         let signer = NodeSigner::new(server_key, config.domain.clone());
-        let resolver = Resolver::new(
-            Upstream::new(Arc::clone(&discovery), signer),
-            config.federation.cache.clone(),
-            config.federation.backoff.clone(),
-        );
         let local = config.resolved_trust()?;
         let policy = TrustPolicy::new(config.domain.clone(), local)
             .context("failed to build the trust policy")?;
         let trust = Trust::new(policy);
+        let delegation_trust = trust.clone();
+        let upstream = Upstream::new(Arc::clone(&discovery), signer).with_delegation_policy(
+            Arc::new(move |target: &Host| delegation_trust.allows(target)),
+        );
+        let resolver = Resolver::new(
+            upstream,
+            config.federation.cache.clone(),
+            config.federation.backoff.clone(),
+        );
         let origin_trust = trust.clone();
         let verifier =
             InboundVerifier::new(Arc::clone(&discovery), config.federation.max_request_age)

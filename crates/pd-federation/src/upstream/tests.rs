@@ -352,3 +352,39 @@ async fn the_receiving_node_authenticates_the_signed_lookup() {
         .unwrap();
     assert_eq!(authenticated, host("a.example"));
 }
+
+#[tokio::test]
+async fn a_delegation_target_the_policy_refuses_is_never_contacted() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/.well-known/pd"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"base_url": "https://pd.evil.example/"})),
+        )
+        .mount(&server)
+        .await;
+    let config = FederationConfig {
+        peers: vec![format!("mock.test={}", server.uri()).parse().unwrap()],
+        request_timeout: Duration::from_secs(2),
+        ..FederationConfig::default()
+    };
+    let client = Arc::new(GuardedClient::new(&config).unwrap());
+    let discovery = Arc::new(Discovery::with_direct_base(
+        client,
+        &FederationConfig::default(),
+        server.uri().parse().unwrap(),
+    ));
+    let upstream = Upstream::new(discovery, NodeSigner::new(our_key(), host("a.example")))
+        .with_delegation_policy(Arc::new(|h: &Host| !h.hostname().ends_with("evil.example")));
+    let err = upstream
+        .fetch_lookup(&addr("bob@b.example"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        UpstreamError::DelegationRefused("pd.evil.example".into())
+    );
+    // Only the delegation document was fetched.
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}

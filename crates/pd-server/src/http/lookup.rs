@@ -127,6 +127,10 @@ pub async fn remote(
         Err(e) => {
             let result = match e {
                 ResolveError::UnknownUser => "not_found",
+                ResolveError::DelegationRefused(_) => {
+                    state.metrics.refused_lookup("delegation_refused");
+                    "refused"
+                }
                 _ => "error",
             };
             state.metrics.lookup("remote", result);
@@ -167,6 +171,10 @@ fn resolve_error(address: &Address, e: ResolveError) -> ApiError {
             ),
         )
         .with_retry_after(retry_in.as_secs()),
+        ResolveError::DelegationRefused(target) => ApiError::new(
+            ProblemType::RefusedByPolicy,
+            format!("the node of {host} is at {target}, which this node does not federate with"),
+        ),
         ResolveError::NotCached => ApiError::new(
             ProblemType::NotCached,
             format!("no fresh cached answer for {address} (mode=cache-only)"),
