@@ -347,3 +347,88 @@ fn the_example_configuration_with_federation_and_trust_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real binary reloads its trust policy on SIGHUP; a bad file leaves the old one.
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_the_trust_policy_of_the_running_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, admin) = (port(0), port(1));
+    let trust_file = dir.path().join("trust.toml");
+    std::fs::write(&trust_file, "mode = \"open\"\n").unwrap();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "domain = \"a.test\"\nlisten = \"127.0.0.1:{http}\"\nadmin_listen = \"127.0.0.1:{admin}\"\ndata_dir = \"data\"\n[trust]\nfile = \"trust.toml\"\n"
+        ),
+    );
+    let mut child = pd_server()
+        .current_dir(dir.path())
+        .args(["run", "--config"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let explain = async |client: &reqwest::Client| -> Option<Value> {
+        let resp = client
+            .get(format!(
+                "http://127.0.0.1:{admin}/admin/trust/explain/b.test"
+            ))
+            .send()
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    };
+    let mut verdict = None;
+    for _ in 0..100 {
+        verdict = explain(&client).await;
+        if verdict.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(verdict.unwrap()["allowed"], true);
+
+    let hup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&trust_file, "deny = [\"b.test\"]\n").unwrap();
+    hup(child.id());
+    let mut allowed = Value::Bool(true);
+    for _ in 0..100 {
+        allowed = explain(&client).await.unwrap()["allowed"].clone();
+        if allowed == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(allowed, false);
+
+    std::fs::write(&trust_file, "mode = \"sometimes\"\n").unwrap();
+    hup(child.id());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(explain(&client).await.unwrap()["allowed"], false);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the node must keep running"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
