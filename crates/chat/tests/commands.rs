@@ -476,3 +476,23 @@ async fn completions_are_printed() {
         .unwrap();
     assert!(out.contains("rotate-key"));
 }
+
+#[tokio::test]
+async fn lookup_flags_pass_the_cache_mode_to_the_home_server() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = registered_home(&dir, &server);
+    let bob = SecretKey::from_seed(&[5; 32]);
+    mount_login(&server, "t1", 1).await;
+    for mode in ["refresh", "cache-only"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/lookup/{BOB}")))
+            .and(wiremock::matchers::query_param("mode", mode))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bob_answer(&bob)))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    chat(&home, &["lookup", BOB, "--refresh"]).await.unwrap();
+    chat(&home, &["lookup", BOB, "--cache-only"]).await.unwrap();
+}
