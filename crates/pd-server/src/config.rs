@@ -196,6 +196,10 @@ pub struct Config {
     /// Which nodes this node federates with (`[trust]`). Default: mode "open", no entries.
     /// `file = "trust.toml"` (relative to this file) keeps the policy in its own file.
     pub trust: TrustConfig,
+    /// Publish this node's effective allow entries as plain text (one domain per line) at
+    /// `GET /.well-known/pd-allowlist.txt`, so that other nodes can subscribe to it as a
+    /// community list. Default: false (404).
+    pub publish_allowlist: bool,
     /// Address of the admin listener (peer state, cache flush, trust explain and reload).
     /// It has no authentication, so it must be a loopback address. Default: none (the admin
     /// surface is off).
@@ -223,6 +227,7 @@ impl Default for Config {
             log_format: LogFormat::default(),
             federation: FederationConfig::default(),
             trust: TrustConfig::default(),
+            publish_allowlist: false,
             admin_listen: None,
             source: None,
         }

@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(well_known::healthz))
         .route("/.well-known/pd", get(well_known::get))
+        .route("/.well-known/pd-allowlist.txt", get(well_known::allowlist))
         .route("/metrics", get(metrics::get))
         .route("/openapi.json", get(openapi::get));
     let timeout = state.config.limits.request_timeout;

@@ -14,7 +14,7 @@ use super::{accounts, federation, lookup, metrics, presence, sessions, webfinger
         accounts::create, accounts::rotate, accounts::delete,
         presence::put, presence::withdraw,
         sessions::create, lookup::get, federation::lookup, webfinger::get,
-        well_known::healthz, well_known::get, metrics::get, get,
+        well_known::healthz, well_known::get, well_known::allowlist, metrics::get, get,
     ),
     components(schemas(pd_proto::Problem)),
     modifiers(&BearerAuth),

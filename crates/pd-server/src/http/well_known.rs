@@ -1,12 +1,18 @@
-//! `/healthz` and `/.well-known/pd`: liveness and the node's public identity.
+//! `/healthz`, `/.well-known/pd` and the opt-in `/.well-known/pd-allowlist.txt`: liveness,
+//! the node's public identity, and its allowlist for others to subscribe to.
+
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pd_federation::trust::{EntryKind, lists};
 use pd_proto::node_auth::server_key_id;
 use pd_proto::wire::{Health, ServerKey, WellKnown};
-use pd_proto::{API_VERSION, now_micros};
+use pd_proto::{API_VERSION, ProblemType, now_micros};
 
+use super::error::ApiError;
 use crate::state::AppState;
 
 /// How long after a request the published server key is declared valid (30 days).
@@ -57,4 +63,30 @@ pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
         registration: state.config.registration.as_str().into(),
         base_url: None,
     })
+}
+
+/// `GET /.well-known/pd-allowlist.txt`: the allow entries in force, one per line, when
+/// `publish_allowlist` is on (else 404).
+#[utoipa::path(get, path = "/.well-known/pd-allowlist.txt", tag = "node", responses(
+    (status = 200, description = "The node's allow entries, one domain per line", content_type = "text/plain"),
+    (status = 404, description = "not-found: the node does not publish its allowlist", body = pd_proto::Problem, content_type = "application/problem+json"),
+))]
+pub(crate) async fn allowlist(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.config.publish_allowlist {
+        return Err(ApiError::new(
+            ProblemType::NotFound,
+            "this node does not publish its allowlist",
+        ));
+    }
+    let entries = state
+        .federation
+        .trust
+        .current()
+        .effective(EntryKind::Allow, SystemTime::now());
+    let mut response = lists::export_text(&entries).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
 }

@@ -432,3 +432,27 @@ async fn sighup_reloads_the_trust_policy_of_the_running_binary() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn the_allowlist_is_published_only_when_opted_in() {
+    let node = crate::util::TestNode::start().await;
+    let resp = node.get("/.well-known/pd-allowlist.txt").await;
+    assert_problem(resp, 404, ProblemType::NotFound).await;
+    let node = crate::util::TestNode::start_with(|c| {
+        c.publish_allowlist = true;
+        c.trust.mode = Some(Mode::Allowlist);
+        c.trust.allow = vec![entry("blackmesa.us"), entry("*.aperture.example")];
+        c.trust.deny = vec![entry("xen.example")];
+    })
+    .await;
+    let resp = node.get("/.well-known/pd-allowlist.txt").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let parsed = pd_federation::trust::lists::parse(text.as_bytes()).unwrap();
+    let domains: Vec<String> = parsed
+        .entries
+        .iter()
+        .map(|e| e.pattern.to_string())
+        .collect();
+    assert_eq!(domains, ["blackmesa.us", "*.aperture.example"], "{text}");
+}
