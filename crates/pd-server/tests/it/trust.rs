@@ -73,13 +73,35 @@ async fn an_outsider_is_refused_inbound_before_its_keys_are_fetched() {
         metrics.contains("refused_inbound_total{reason=\"not_in_allowlist\"} 1"),
         "{metrics}"
     );
-    // No relaying: A trusts C and B trusts A, but A answers only for its own users.
+    // No relaying: A trusts C and B trusts A, but a correctly signed request from C asking
+    // A about B's user is refused, never forwarded.
+    let c_key = pd_proto::SecretKey::from_text(
+        std::fs::read_to_string(c.dir.path().join("server.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let target = "/v1/federation/lookup/bob%40b.test";
+    let authorization = pd_federation::node_auth::sign_request(
+        &c_key,
+        &pd_proto::Host::parse("c.test").unwrap(),
+        &pd_proto::Host::parse("a.test").unwrap(),
+        "GET",
+        target,
+        b"",
+    );
     let resp = a
         .client
-        .get(format!("{}/v1/federation/lookup/bob%40b.test", a.url))
+        .get(format!("{}{target}", a.url))
+        .header("authorization", authorization.to_str().unwrap())
         .send()
         .await
         .unwrap();
+    assert_problem(resp, 400, ProblemType::WrongDomain).await;
+    // B saw A's lookup and C's refused one; A forwarded nothing.
+    assert_eq!(requests_to(b, "/v1/federation/lookup/{address}").await, 2);
+    // The same request without a signature is not authenticated at all.
+    let resp = a.get(target).await;
     assert_problem(resp, 401, ProblemType::InvalidNodeSignature).await;
 }
 
