@@ -9,6 +9,8 @@
 //!   keys of a domain.
 //! - `GET /admin/trust/explain/{domain}`: the verdict and the deciding entry.
 //! - `POST /admin/trust/reload`: read the trust policy again, like SIGHUP.
+//! - `GET /admin/trust/subscriptions`: each subscribed list with its last attempt, last
+//!   success, last error and entry count.
 //! - `GET /admin/trust/export?format=text|csv&kind=allow|deny`: the entries in force.
 
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/trust/explain/{domain}", get(explain))
         .route("/admin/trust/reload", post(reload))
         .route("/admin/trust/export", get(export))
+        .route("/admin/trust/subscriptions", get(subscriptions))
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(middleware::from_fn(loopback_only))
@@ -169,6 +172,31 @@ async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
             ))
         }
     }
+}
+
+async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
+    let status = state.federation.subscriptions();
+    let lists: Vec<Value> = state
+        .federation
+        .trust
+        .current()
+        .local()
+        .subscriptions
+        .iter()
+        .map(|sub| {
+            let s = status.get(&sub.url).cloned().unwrap_or_default();
+            json!({
+                "url": sub.url.as_str(),
+                "kind": sub.kind.to_string(),
+                "refresh_secs": sub.refresh.as_secs(),
+                "last_attempt": unix(s.last_attempt),
+                "last_success": unix(s.last_success),
+                "last_error": s.last_error,
+                "entries": s.entries,
+            })
+        })
+        .collect();
+    Json(json!({ "subscriptions": lists }))
 }
 
 async fn export(State(state): State<AppState>, uri: axum::http::Uri) -> Result<Response, ApiError> {

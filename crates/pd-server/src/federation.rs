@@ -7,6 +7,7 @@
 //! origin key is fetched, and about every delegation target before it is contacted, so a
 //! refused domain causes no network traffic at all.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,10 +17,13 @@ use pd_federation::discovery::Discovery;
 use pd_federation::guard::GuardedClient;
 use pd_federation::node_auth::{InboundVerifier, NodeSigner};
 use pd_federation::resolver::Resolver;
-use pd_federation::trust::{PolicyDiff, SubscriptionRefresher, Trust, TrustPolicy};
+use pd_federation::trust::{
+    PolicyDiff, SubscriptionRefresher, SubscriptionStatus, Trust, TrustPolicy,
+};
 use pd_federation::upstream::Upstream;
 use pd_proto::{Host, SecretKey};
 use tokio::sync::watch;
+use url::Url;
 
 use crate::config::{Config, ConfigError};
 
@@ -99,6 +103,11 @@ impl Federation {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.flush_newly_refused(&diff).await;
         Ok(diff)
+    }
+
+    /// The state of each subscribed trust list tried so far.
+    pub fn subscriptions(&self) -> HashMap<Url, SubscriptionStatus> {
+        self.refresher.status()
     }
 
     /// Drops cached answers of hosts that `diff` newly refuses.

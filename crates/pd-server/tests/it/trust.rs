@@ -478,3 +478,33 @@ async fn the_allowlist_is_published_only_when_opted_in() {
         .collect();
     assert_eq!(domains, ["blackmesa.us", "*.aperture.example"], "{text}");
 }
+
+#[tokio::test]
+async fn the_admin_surface_reports_subscription_state() {
+    // The guarded client refuses a loopback list without sending anything; the failure is
+    // what the admin surface reports.
+    let nodes = network(&["a.test"], |_, c| {
+        c.trust.subscriptions = vec![
+            toml::from_str::<pd_federation::trust::SubscriptionConfig>(
+                "url = \"https://127.0.0.1:1/allow.txt\"\nkind = \"allow\"\n",
+            )
+            .unwrap(),
+        ];
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/trust/subscriptions", admin_url(&nodes[0]));
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = client.get(&url).send().await.unwrap().json().await.unwrap();
+        if !listed["subscriptions"][0]["last_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let sub = &listed["subscriptions"][0];
+    assert_eq!(sub["url"], "https://127.0.0.1:1/allow.txt", "{listed}");
+    assert_eq!(sub["kind"], "allow");
+    assert!(sub["last_error"].is_string(), "{listed}");
+    assert!(sub["last_success"].is_null());
+}
