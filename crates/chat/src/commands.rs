@@ -112,14 +112,15 @@ impl Account {
         mode: Option<LookupMode>,
     ) -> Result<VerifiedLookup, ChatError> {
         let token = self.token(false).await?;
-        match self.client.lookup(address, Some(&token), mode).await {
+        let answer = match self.client.lookup(address, Some(&token), mode).await {
             Err(err) if is_problem(&err, ProblemType::Unauthenticated) => {
                 self.home.clear_session()?;
                 let token = self.token(true).await?;
-                Ok(self.client.lookup(address, Some(&token), mode).await?)
+                self.client.lookup(address, Some(&token), mode).await
             }
-            other => Ok(other?),
-        }
+            other => other,
+        };
+        answer.map_err(|err| policy_refusal(address, err))
     }
 
     async fn token(&self, fresh: bool) -> Result<String, ChatError> {
@@ -459,4 +460,16 @@ fn now_secs() -> u64 {
 
 fn rfc3339(unix_secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_secs)).to_string()
+}
+
+/// Names the side that refused a lookup by federation policy, in the user's terms.
+fn policy_refusal(address: &Address, err: ClientError) -> ChatError {
+    let domain = address.host();
+    if is_problem(&err, ProblemType::RefusedByPolicy) {
+        ChatError::Policy(format!("your home server does not federate with {domain}"))
+    } else if is_problem(&err, ProblemType::RemoteRefused) {
+        ChatError::Policy(format!("{domain} does not accept lookups from your server"))
+    } else {
+        ChatError::Client(err)
+    }
 }

@@ -68,6 +68,9 @@ pub enum ChatError {
         #[source]
         source: std::io::Error,
     },
+    /// A lookup refused by federation policy, by the home server or by the user's node.
+    #[error("{0}")]
+    Policy(String),
     /// A local file holds something unusable.
     #[error("{0}")]
     Home(String),
@@ -78,6 +81,7 @@ impl ChatError {
     pub fn report(&self) -> (String, u8) {
         let (message, code) = match self {
             Self::Usage(message) => (message.clone(), EXIT_USAGE),
+            Self::Policy(message) => (message.clone(), EXIT_POLICY),
             Self::Client(err) => classify(err),
             other => (other.to_string(), EXIT_OTHER),
         };

@@ -276,6 +276,28 @@ async fn lookup_errors_have_the_contract_exit_codes() {
 }
 
 #[tokio::test]
+async fn policy_refusals_name_the_side_that_refused() {
+    for (kind, expected) in [
+        (
+            ProblemType::RefusedByPolicy,
+            "your home server does not federate with pd.test",
+        ),
+        (
+            ProblemType::RemoteRefused,
+            "pd.test does not accept lookups from your server",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) = registered_home(&dir, &server);
+        mount_login(&server, "t", 1).await;
+        mount_lookup(&server, "t", problem(kind)).await;
+        let (message, code) = chat(&home, &["lookup", BOB]).await.unwrap_err().report();
+        assert_eq!((message.as_str(), code), (expected, 8));
+    }
+}
+
+#[tokio::test]
 async fn publish_sends_a_record_signed_for_the_account() {
     let server = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
