@@ -1,6 +1,7 @@
 //! The node's Prometheus metrics: requests, lookups, registrations, store errors, refusals
 //! by the trust policy, and the federation resolver's cache and upstream metrics.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,7 +14,7 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The matched route pattern, or `unmatched`.
-    pub route: String,
+    pub route: Cow<'static, str>,
     /// The response status code.
     pub status: u16,
 }
