@@ -569,9 +569,10 @@ impl ResolverMetrics {
         }
     }
 
-    /// Registers every metric in `registry` under `pd_federation_lookup_*` names.
+    /// Registers every metric in `registry` under `federation_lookup_*` names (after the
+    /// registry's own prefix: `pd_federation_lookup_*` in the node).
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("pd_federation_lookup");
+        let r = registry.sub_registry_with_prefix("federation_lookup");
         r.register(
             "cache_hits",
             "Lookups answered from a fresh cache entry",
@@ -1225,7 +1226,7 @@ mod tests {
             .await
             .unwrap_err();
 
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("pd");
         r.metrics().register(&mut registry);
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();

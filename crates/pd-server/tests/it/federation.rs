@@ -256,4 +256,8 @@ async fn resolver_metrics_are_exported() {
         "{text}"
     );
     assert!(text.lines().any(|l| l.contains("cache_hits")), "{text}");
+    assert!(
+        text.contains("\npd_federation_lookup_cache_hits_total "),
+        "{text}"
+    );
 }
