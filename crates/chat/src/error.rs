@@ -102,6 +102,9 @@ pub fn classify(err: &ClientError) -> (String, u8) {
         ClientError::Problem(problem) => {
             let code = problem_exit_code(problem);
             let lead = match code {
+                _ if problem.problem_type() == Some(ProblemType::NotCached) => {
+                    "no cached answer (a --cache-only lookup never asks the user's node)"
+                }
                 EXIT_USAGE => "malformed address",
                 EXIT_UNKNOWN_USER => "unknown user",
                 EXIT_HOME_UNREACHABLE => "the home server is unavailable",

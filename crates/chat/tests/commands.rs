@@ -276,6 +276,18 @@ async fn lookup_errors_have_the_contract_exit_codes() {
 }
 
 #[tokio::test]
+async fn a_cache_only_miss_says_so() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = registered_home(&dir, &server);
+    mount_login(&server, "t", 1).await;
+    mount_lookup(&server, "t", problem(ProblemType::NotCached)).await;
+    let (message, code) = chat(&home, &["lookup", BOB]).await.unwrap_err().report();
+    assert!(message.starts_with("no cached answer"), "{message}");
+    assert_eq!(code, 5);
+}
+
+#[tokio::test]
 async fn policy_refusals_name_the_side_that_refused() {
     for (kind, expected) in [
         (
