@@ -23,9 +23,9 @@ pub struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookupLabels {
     /// Where the answer came from (`local`, ...).
-    pub source: String,
+    pub source: Cow<'static, str>,
     /// `found`, `not_found`, `error`.
-    pub result: String,
+    pub result: Cow<'static, str>,
 }
 
 /// Labels of the refusal counters.
@@ -115,11 +115,11 @@ impl Metrics {
     }
 
     /// Counts a lookup.
-    pub fn lookup(&self, source: &str, result: &str) {
+    pub fn lookup(&self, source: &'static str, result: &'static str) {
         self.lookups
             .get_or_create(&LookupLabels {
-                source: source.to_owned(),
-                result: result.to_owned(),
+                source: Cow::Borrowed(source),
+                result: Cow::Borrowed(result),
             })
             .inc();
     }

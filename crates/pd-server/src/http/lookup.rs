@@ -5,6 +5,8 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use std::io::Write as _;
+
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use pd_federation::resolver::{LookupMode, ResolveError};
@@ -40,17 +42,34 @@ const NO_PRESENCE_TTL: u64 = 60;
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
     AddressPath(address): AddressPath,
     ModeQuery(mode): ModeQuery,
+    _: LookupAuth,
 ) -> Result<Response, ApiError> {
-    if state.config.lookup_access == LookupAccess::Users {
-        authenticate(&state, &headers).await?;
-    }
     if !state.registry.is_local(&address) {
         return remote(&state, &address, mode).await;
     }
     local(&state, &address).await
+}
+
+/// With `lookup_access = "users"`, a valid session token (else 401 unauthenticated). An
+/// extractor, after the address and the mode, so the request's headers are read in place
+/// rather than cloned.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupAuth;
+
+impl FromRequestParts<AppState> for LookupAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.lookup_access == LookupAccess::Users {
+            authenticate(state, &parts.headers).await?;
+        }
+        Ok(Self)
+    }
 }
 
 /// The `mode` query parameter (`normal`, `cache-only`, `refresh`); other parameters are
@@ -223,19 +242,17 @@ pub async fn local(state: &AppState, address: &Address) -> Result<Response, ApiE
         None => ("null", NO_PRESENCE_TTL),
     };
     // Addresses and keys serialise as JSON strings without characters that need escaping,
-    // but go through serde anyway so the output is valid JSON by construction.
-    let address = serde_json::to_string(address).map_err(ApiError::internal)?;
-    let key = serde_json::to_string(&found.key).map_err(ApiError::internal)?;
-    let mut body = String::with_capacity(96 + address.len() + key.len() + presence.len());
-    body.push_str("{\"address\":");
-    body.push_str(&address);
-    body.push_str(",\"public_key\":");
-    body.push_str(&key);
-    body.push_str(",\"presence\":");
-    body.push_str(presence);
-    body.push_str(",\"source\":\"local\",\"ttl\":");
-    body.push_str(&ttl.to_string());
-    body.push('}');
+    // but go through serde anyway so the output is valid JSON by construction. One buffer,
+    // written in place.
+    let mut body = Vec::with_capacity(160 + presence.len());
+    body.extend_from_slice(b"{\"address\":");
+    serde_json::to_writer(&mut body, address).map_err(ApiError::internal)?;
+    body.extend_from_slice(b",\"public_key\":");
+    serde_json::to_writer(&mut body, &found.key).map_err(ApiError::internal)?;
+    body.extend_from_slice(b",\"presence\":");
+    body.extend_from_slice(presence.as_bytes());
+    body.extend_from_slice(b",\"source\":\"local\",\"ttl\":");
+    write!(body, "{ttl}}}").map_err(ApiError::internal)?;
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
