@@ -1,5 +1,5 @@
 //! The command line of the `pd-server` binary: `run` (the default), `check-config`,
-//! `invite create` and `trust explain|export|import`.
+//! `invite create`, `trust explain|export|import` and `server-key rotate|show`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use pd_federation::trust::{EntryKind, TrustConfig, TrustPolicy, lists};
 use pd_proto::Host;
 
 use crate::config::{Config, LogFormat, Overrides};
+use crate::server_keys::{self, ServerKeys};
 use crate::store::Store;
 use crate::{Server, registry};
 
@@ -57,6 +58,20 @@ enum Command {
     /// Inspect and convert the trust policy.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Manage the server key that signs node-to-node requests.
+    #[command(subcommand)]
+    ServerKey(ServerKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerKeyCommand {
+    /// Generate a new server key and print its id. The old key is kept as retired and
+    /// still published (for verification only) until the retirement time plus the
+    /// federation's max_request_age. A running node picks up the new key when restarted.
+    Rotate,
+    /// Print the current server key's id and fingerprint, then each retired key still
+    /// published with the time until which it is.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Trust(command) => trust(&config, command),
+        Command::ServerKey(command) => server_key(&config, command),
         Command::Invite(InviteCommand::Create { expires }) => {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
@@ -223,6 +239,57 @@ fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a `server-key` subcommand; output goes to stdout.
+#[allow(clippy::print_stdout)]
+fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Result<()> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match command {
+        ServerKeyCommand::Rotate => {
+            let rotated = server_keys::rotate(&config.data_dir, now).with_context(|| {
+                format!(
+                    "failed to rotate the server key in {}",
+                    config.data_dir.display()
+                )
+            })?;
+            println!("{}", rotated.new_key_id);
+            match &rotated.retired {
+                Some(old) => eprintln!(
+                    "retired {} (published until {}); restart the node to sign with the new key",
+                    old.key_id(),
+                    format_secs(
+                        old.retired_at
+                            .saturating_add(config.federation.max_request_age.as_secs())
+                    ),
+                ),
+                None => eprintln!("there was no server key yet; created one"),
+            }
+        }
+        ServerKeyCommand::Show => {
+            let keys =
+                ServerKeys::inspect(&config.data_dir, config.federation.max_request_age, now)?;
+            let current = keys.current_public();
+            println!("{} {}", keys.current_id(), current.fingerprint());
+            for retired in keys.retired() {
+                println!(
+                    "retired {} {} valid until {}",
+                    retired.key_id(),
+                    retired.public_key.fingerprint(),
+                    format_secs(keys.retired_valid_until(retired)),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+fn format_secs(secs: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// SIGHUP, which reloads the trust policy (unix only).

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod server_keys;
 pub mod state;
 pub mod store;
 

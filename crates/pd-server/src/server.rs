@@ -1,4 +1,4 @@
-//! The running node: binds the listener, opens the store, loads the server key, and owns
+//! The running node: binds the listener, opens the store, loads the server keys, and owns
 //! the serving and maintenance tasks.
 //!
 //! Construct with [`Server::bind`] and drive to completion with [`Server::join`], or stop
@@ -6,7 +6,6 @@
 //! `JoinSet` owned by the `Server`, which aborts them when dropped.
 
 use std::fmt;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
-use pd_proto::SecretKey;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -23,6 +21,7 @@ use crate::config::{Config, TlsConfig};
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
+use crate::server_keys::ServerKeys;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::{admin, http};
@@ -53,7 +52,7 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds the listener, opens the store, loads (or creates) the server key and starts
+    /// Binds the listener, opens the store, loads (or creates) the server keys and starts
     /// serving. Returns once the listener is bound, so [`Server::http_addr`] is the real
     /// address (port 0 works).
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
@@ -68,7 +67,22 @@ impl Server {
         let http_addr = listener
             .local_addr()
             .context("failed to read the listener's address")?;
-        let server_key = load_or_create_key(&config.server_key_path())?;
+        let server_keys = ServerKeys::load(
+            &config.data_dir,
+            config.federation.max_request_age,
+            pd_proto::now_micros() / 1_000_000,
+        )
+        .with_context(|| {
+            format!(
+                "failed to load the server keys in {}",
+                config.data_dir.display()
+            )
+        })?;
+        tracing::info!(
+            key_id = %server_keys.current_id(),
+            retired = server_keys.retired().len(),
+            "server keys loaded"
+        );
         let db_path = config.db_path();
         let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
             .await
@@ -104,15 +118,14 @@ impl Server {
             .map(std::net::TcpListener::local_addr)
             .transpose()
             .context("failed to read the admin listener's address")?;
-        let federation = Arc::new(Federation::new(&config, server_key.clone())?);
+        let federation = Arc::new(Federation::new(&config, server_keys.current().clone())?);
         let metrics = Metrics::with_extra(|r| federation.resolver.metrics().register(r));
         let grace = config.limits.request_timeout + Duration::from_secs(1);
         let state = AppState {
             config: Arc::new(config),
             registry: Arc::clone(&registry),
             metrics: Arc::new(metrics),
-            server_key: server_key.public(),
-            server_secret: Arc::new(server_key),
+            server_keys: Arc::new(server_keys),
             federation: Arc::clone(&federation),
         };
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -255,29 +268,6 @@ async fn purge_task(
             }
             _ = stopped.changed() => return Ok(()),
         }
-    }
-}
-
-/// Reads the server key from `path`, or creates it (mode 0600) on first start.
-fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => SecretKey::from_text(text.trim())
-            .with_context(|| format!("failed to parse server key {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SecretKey::generate();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(path)
-                .with_context(|| format!("failed to create server key {}", path.display()))?;
-            file.write_all(key.to_text().as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("failed to write server key {}", path.display()))?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("failed to read server key {}", path.display())),
     }
 }
 

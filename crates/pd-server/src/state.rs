@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use pd_proto::{PublicKey, SecretKey};
-
 use crate::config::Config;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::server_keys::ServerKeys;
 
 /// Handles shared by the HTTP handlers; cloning is cheap.
 #[derive(Debug, Clone)]
@@ -19,11 +18,9 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
-    /// The node's public server key (published in `/.well-known/pd`).
-    pub server_key: PublicKey,
-    /// The node's secret server key (`server.key` in the data dir), for signing node-to-node
-    /// requests.
-    pub server_secret: Arc<SecretKey>,
+    /// The node's server keys, loaded at start: the current one (signs node-to-node
+    /// requests) and the retired ones still published in `/.well-known/pd`.
+    pub server_keys: Arc<ServerKeys>,
     /// Lookups at other nodes, inbound node authentication and the trust policy.
     pub federation: Arc<Federation>,
 }

@@ -8,15 +8,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pd_federation::trust::{EntryKind, lists};
-use pd_proto::node_auth::server_key_id;
-use pd_proto::wire::{Health, ServerKey, WellKnown};
+use pd_proto::wire::{Health, WellKnown};
 use pd_proto::{API_VERSION, ProblemType, now_micros};
 
 use super::error::ApiError;
 use crate::state::AppState;
-
-/// How long after a request the published server key is declared valid (30 days).
-const KEY_VALIDITY_SECS: u64 = 30 * 24 * 3600;
 
 /// `GET /healthz`: version and store status; 503 when the store does not answer.
 #[utoipa::path(
@@ -44,21 +40,17 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
     )
 }
 
-/// `GET /.well-known/pd`: the node's domain, server key, API version and policies.
+/// `GET /.well-known/pd`: the node's domain, server keys (the current one, then retired
+/// ones still accepted), API version and policies.
 #[utoipa::path(
     get, path = "/.well-known/pd", tag = "node",
     responses((status = 200, description = "The node's domain, server keys, API version and policies", body = WellKnown))
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
-    let key_id = server_key_id(&state.server_key);
     Json(WellKnown {
         domain: state.config.domain.clone(),
         api_version: API_VERSION.into(),
-        server_keys: vec![ServerKey {
-            key_id,
-            public_key: state.server_key,
-            valid_until: now_micros() / 1_000_000 + KEY_VALIDITY_SECS,
-        }],
+        server_keys: state.server_keys.published(now_micros() / 1_000_000),
         lookup_access: state.config.lookup_access.as_str().into(),
         registration: state.config.registration.as_str().into(),
         base_url: None,

@@ -9,6 +9,7 @@ mod lookup;
 mod node;
 mod presence;
 mod routing;
+mod server_key;
 mod trust;
 mod util;
 mod webfinger;

@@ -25,7 +25,10 @@ async fn well_known_names_the_domain_and_server_key() {
     assert_eq!(wk.lookup_access, "users");
     assert_eq!(wk.registration, "open");
     assert_eq!(wk.server_keys.len(), 1);
-    assert_eq!(wk.server_keys[0].public_key, node.server.state().server_key);
+    assert_eq!(
+        wk.server_keys[0].public_key,
+        node.server.state().server_keys.current_public()
+    );
     assert_eq!(
         wk.server_keys[0].key_id,
         pd_proto::node_auth::server_key_id(&wk.server_keys[0].public_key)
