@@ -85,7 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/federation/lookup/{address}", get(federation::lookup))
         .route(
             "/.well-known/webfinger",
-            get(webfinger::get).layer(
+            // The CORS layer answers preflights (every OPTIONS) for the route.
+            get(webfinger::get).options(webfinger::options).layer(
                 CorsLayer::new()
                     .allow_origin(Any)
                     .allow_methods([Method::GET]),

@@ -7,7 +7,7 @@
 //! URL, from which discovery finds the node. CORS is open (`Access-Control-Allow-Origin: *`).
 
 use axum::extract::State;
-use axum::http::{HeaderValue, Uri, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pd_proto::{Address, ProblemType};
 
@@ -23,6 +23,19 @@ pub const LOOKUP_REL: &str = "https://pd.example/ns/lookup";
 
 /// Media type of a JRD.
 const JRD: &str = "application/jrd+json";
+
+/// `OPTIONS /.well-known/webfinger`: lets the route accept the method so that the CORS
+/// layer around it answers preflights (it answers every `OPTIONS` itself; without this
+/// route the request would end as 405 before reaching the layer).
+pub(crate) async fn options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        )],
+    )
+}
 
 /// `GET /.well-known/webfinger?resource=acct:name@domain`.
 #[utoipa::path(

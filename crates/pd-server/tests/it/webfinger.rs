@@ -68,3 +68,35 @@ async fn webfinger_refuses_bad_and_unknown_resources() {
         assert_problem(resp, 404, ProblemType::UnknownUser).await;
     }
 }
+
+#[tokio::test]
+async fn webfinger_answers_a_cors_preflight() {
+    let node = TestNode::start().await;
+    let resp = node
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!(
+                "{}/.well-known/webfinger?resource=acct%3Aalice%40localhost",
+                node.url
+            ),
+        )
+        .header("origin", "https://tools.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(
+        resp.headers().get("access-control-allow-origin").unwrap(),
+        "*"
+    );
+    let methods = resp
+        .headers()
+        .get("access-control-allow-methods")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("GET"), "{methods}");
+}
