@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use pd_federation::config::StaticPeer;
-use pd_federation::trust::{EntryKind, TrustConfig, TrustPolicy, lists};
+use pd_federation::trust::{EntryKind, Trust, TrustConfig, TrustPolicy, lists, restore_archived};
 use pd_proto::Host;
 
 use crate::config::{Config, LogFormat, Overrides};
@@ -77,7 +77,8 @@ enum ServerKeyCommand {
 #[derive(Debug, Subcommand)]
 enum TrustCommand {
     /// Print whether this node federates with DOMAIN, and the deciding entry. Subscribed
-    /// lists are not fetched; only the configured entries are considered.
+    /// lists are not fetched: the copies the node last fetched and kept in its data
+    /// directory are considered (a list with no kept copy is named on stderr).
     Explain {
         /// The domain to decide about.
         #[arg(value_name = "DOMAIN")]
@@ -161,7 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("configuration is valid (domain {})", config.domain);
             Ok(())
         }
-        Command::Trust(command) => trust(&config, command),
+        Command::Trust(command) => trust(&config, command).await,
         Command::ServerKey(command) => server_key(&config, command),
         Command::Invite(InviteCommand::Create { expires }) => {
             std::fs::create_dir_all(&config.data_dir)
@@ -198,9 +199,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `policy` with the copies of its subscribed lists kept in the node's store (when the
+/// node has a store and the policy subscribes to any list).
+async fn with_kept_lists(config: &Config, policy: TrustPolicy) -> anyhow::Result<TrustPolicy> {
+    let db = config.db_path();
+    if policy.local().subscriptions.is_empty() || !db.exists() {
+        return Ok(policy);
+    }
+    let store = Store::open(&db)
+        .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?;
+    let trust = Trust::new(policy);
+    restore_archived(&trust, &store).await;
+    store.close().await.context("failed to close the store")?;
+    Ok(trust.current().as_ref().clone())
+}
+
 /// Runs a `trust` subcommand; output goes to stdout.
 #[allow(clippy::print_stdout)]
-fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
+async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
     let now = SystemTime::now();
     match command {
         TrustCommand::Explain { target } => {
@@ -208,6 +224,16 @@ fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("{target:?} is not a valid domain: {e}"))?;
             let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
                 .context("invalid trust policy")?;
+            let policy = with_kept_lists(config, policy).await?;
+            for sub in &policy.local().subscriptions {
+                if !policy.subscribed().contains_key(&sub.url) {
+                    eprintln!(
+                        "note: subscribed list {} has no kept copy in {}; it is not considered",
+                        sub.url,
+                        config.data_dir.display()
+                    );
+                }
+            }
             println!("{}", policy.explain(&host, now));
         }
         TrustCommand::Export { format, kind } => {

@@ -1,7 +1,7 @@
 //! The node's federation side, assembled from `pd_federation`: the one guarded outbound
 //! client, discovery, the resolver (cache, single flight, backoff, serve-stale) over signed
 //! upstream lookups, the inbound verifier with the trust policy as its origin policy, and
-//! the trust handle with its list subscriptions.
+//! the trust handle with its list subscriptions (their last good copies kept in the store).
 //!
 //! Architecture invariant: the trust policy is asked before every resolver call, before any
 //! origin key is fetched, and about every delegation target before it is contacted, so a
@@ -10,15 +10,17 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use pd_federation::discovery::Discovery;
 use pd_federation::guard::GuardedClient;
 use pd_federation::node_auth::{InboundVerifier, NodeSigner};
 use pd_federation::resolver::Resolver;
 use pd_federation::trust::{
-    PolicyDiff, SubscriptionRefresher, SubscriptionStatus, Trust, TrustPolicy,
+    ArchivedList, ListArchive, PolicyDiff, SubscriptionRefresher, SubscriptionStatus, Trust,
+    TrustPolicy,
 };
 use pd_federation::upstream::Upstream;
 use pd_proto::{Host, SecretKey};
@@ -26,6 +28,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::config::{Config, ConfigError};
+use crate::store::Store;
 
 /// Everything the node needs to talk to other nodes; shared behind an `Arc`.
 pub struct Federation {
@@ -50,8 +53,9 @@ impl fmt::Debug for Federation {
 }
 
 impl Federation {
-    /// Builds the federation pieces from `config`, signing as this node with `server_key`.
-    pub fn new(config: &Config, server_key: SecretKey) -> anyhow::Result<Self> {
+    /// Builds the federation pieces from `config`, signing as this node with `server_key`
+    /// and keeping subscribed trust lists in `store`.
+    pub fn new(config: &Config, server_key: SecretKey, store: Store) -> anyhow::Result<Self> {
         let client = Arc::new(
             GuardedClient::new(&config.federation)
                 .context("failed to build the outbound HTTP client")?,
@@ -75,7 +79,8 @@ impl Federation {
         let verifier =
             InboundVerifier::new(Arc::clone(&discovery), config.federation.max_request_age)
                 .with_policy(Arc::new(move |origin: &Host| origin_trust.allows(origin)));
-        let refresher = SubscriptionRefresher::new(trust.clone(), client);
+        let refresher =
+            SubscriptionRefresher::new(trust.clone(), client).with_archive(Arc::new(store));
         Ok(Self {
             resolver,
             verifier,
@@ -103,6 +108,15 @@ impl Federation {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.flush_newly_refused(&diff).await;
         Ok(diff)
+    }
+
+    /// Puts the kept copies of subscribed trust lists in force; call once before serving.
+    pub async fn restore_trust_lists(&self) -> usize {
+        let restored = self.refresher.restore().await;
+        if restored > 0 {
+            tracing::info!(restored, "subscribed trust lists restored from the store");
+        }
+        restored
     }
 
     /// The state of each subscribed trust list tried so far.
@@ -153,5 +167,32 @@ impl Federation {
             _ = stop.wait_for(|s| *s) => {}
         }
         Ok(())
+    }
+}
+
+impl ListArchive for Store {
+    fn load<'a>(&'a self, url: &'a Url) -> BoxFuture<'a, Result<Option<ArchivedList>, String>> {
+        Box::pin(async move {
+            let copy = self
+                .trust_list(url.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(copy.map(|(body, fetched_at)| ArchivedList {
+                body,
+                fetched_at: UNIX_EPOCH + Duration::from_secs(fetched_at),
+            }))
+        })
+    }
+
+    fn save<'a>(&'a self, url: &'a Url, list: ArchivedList) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let fetched_at = list
+                .fetched_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.save_trust_list(url.as_str(), list.body, fetched_at)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

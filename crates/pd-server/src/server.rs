@@ -118,7 +118,12 @@ impl Server {
             .map(std::net::TcpListener::local_addr)
             .transpose()
             .context("failed to read the admin listener's address")?;
-        let federation = Arc::new(Federation::new(&config, server_keys.current().clone())?);
+        let federation = Arc::new(Federation::new(
+            &config,
+            server_keys.current().clone(),
+            registry.store().clone(),
+        )?);
+        federation.restore_trust_lists().await;
         let metrics = Metrics::with_extra(|r| federation.resolver.metrics().register(r));
         let grace = config.limits.request_timeout + Duration::from_secs(1);
         let state = AppState {

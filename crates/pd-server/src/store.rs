@@ -1,4 +1,5 @@
-//! Durable storage of accounts, presence records and invites in SQLite.
+//! Durable storage of accounts, presence records, invites and the last good copy of each
+//! subscribed trust list in SQLite.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`, so a write is on disk when its
 //! transaction commits, and every write method commits before it returns. Blocking calls
@@ -13,7 +14,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// Schema migrations; `PRAGMA user_version` counts how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE accounts (
         name        TEXT PRIMARY KEY NOT NULL,
         public_key  BLOB NOT NULL,
@@ -34,7 +36,15 @@ const MIGRATIONS: &[&str] = &[r#"
         expires_at  INTEGER NOT NULL,
         used_at     INTEGER
     ) STRICT;
-"#];
+"#,
+    r#"
+    CREATE TABLE trust_lists (
+        url         TEXT PRIMARY KEY NOT NULL,
+        body        BLOB NOT NULL,
+        fetched_at  INTEGER NOT NULL
+    ) STRICT;
+"#,
+];
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +299,40 @@ impl Store {
             c.execute(
                 "INSERT INTO invites (token_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
                 params![&token_hash[..], to_i64(now_secs), to_i64(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The kept copy of the subscribed trust list at `url`: its body and when it was
+    /// fetched (Unix seconds).
+    pub async fn trust_list(&self, url: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let url = url.to_owned();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT body, fetched_at FROM trust_lists WHERE url = ?1",
+                params![url],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, to_u64(r.get::<_, i64>(1)?))),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Keeps `body` as the copy of the subscribed trust list at `url`.
+    pub async fn save_trust_list(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        fetched_at: u64,
+    ) -> Result<(), StoreError> {
+        let url = url.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO trust_lists (url, body, fetched_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (url) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at",
+                params![url, body, to_i64(fetched_at)],
             )?;
             Ok(())
         })

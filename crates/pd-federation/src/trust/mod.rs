@@ -33,7 +33,8 @@ pub use policy::{
     DecidingEntry, ListSource, Reason, SubscribedList, TrustPolicy, TrustWarning, Verdict,
 };
 pub use subscription::{
-    ListFetcher, RETRY_AFTER_FAILURE, RefreshError, SubscriptionRefresher, SubscriptionStatus,
+    ArchivedList, ListArchive, ListFetcher, RETRY_AFTER_FAILURE, RefreshError, RestoredList,
+    SubscriptionRefresher, SubscriptionStatus, restore_archived,
 };
 use url::Url;
 

@@ -5,12 +5,18 @@
 //! keeps the last good copy of the list (and is logged by [`SubscriptionRefresher::run`]);
 //! a successful fetch replaces the list's entries as a whole, so entries that disappear
 //! from the source are removed again.
+//!
+//! With a [`ListArchive`], each good copy is also kept on disk and put back in force by
+//! [`SubscriptionRefresher::restore`] when the node starts, so a list server that is down
+//! at start does not leave the node with an emptier policy than it had before.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 use url::Url;
 
@@ -35,6 +41,24 @@ impl<T: ListFetcher> ListFetcher for std::sync::Arc<T> {
     fn fetch(&self, url: &Url) -> impl Future<Output = Result<Vec<u8>, String>> + Send {
         (**self).fetch(url)
     }
+}
+
+/// The last good copy of a subscribed list, as fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedList {
+    /// The list's body, exactly as fetched (it parsed when it was fetched).
+    pub body: Vec<u8>,
+    /// When it was fetched.
+    pub fetched_at: SystemTime,
+}
+
+/// Durable storage of the last good copy of each subscribed list. The node implements it
+/// with its database; errors are readable reasons, logged by the refresher.
+pub trait ListArchive: Send + Sync {
+    /// The copy kept for `url`, if any.
+    fn load<'a>(&'a self, url: &'a Url) -> BoxFuture<'a, Result<Option<ArchivedList>, String>>;
+    /// Keeps `list` as the copy for `url`, replacing the previous one.
+    fn save<'a>(&'a self, url: &'a Url, list: ArchivedList) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// Why a refresh failed. The last good copy of the list stays in force.
@@ -87,7 +111,14 @@ pub struct SubscriptionStatus {
 pub struct SubscriptionRefresher<F> {
     trust: Trust,
     fetcher: F,
+    archive: Option<Arc<dyn ListArchive>>,
     status: Mutex<HashMap<Url, SubscriptionStatus>>,
+}
+
+impl fmt::Debug for dyn ListArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ListArchive")
+    }
 }
 
 impl<F: ListFetcher> SubscriptionRefresher<F> {
@@ -96,8 +127,35 @@ impl<F: ListFetcher> SubscriptionRefresher<F> {
         Self {
             trust,
             fetcher,
+            archive: None,
             status: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps every good copy in `archive` as well; see [`SubscriptionRefresher::restore`].
+    #[must_use]
+    pub fn with_archive(mut self, archive: Arc<dyn ListArchive>) -> Self {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// Puts the archived copy of each subscribed list that has none in force yet back in
+    /// force (see [`restore_archived`]); returns how many were restored.
+    pub async fn restore(&self) -> usize {
+        let Some(archive) = &self.archive else {
+            return 0;
+        };
+        let restored = restore_archived(&self.trust, archive.as_ref()).await;
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in &restored {
+            let s = status.entry(r.url.clone()).or_default();
+            s.last_success = Some(r.fetched_at);
+            s.entries = r.entries;
+        }
+        restored.len()
     }
 
     /// Fetches and parses the list at `url` and puts its entries in force. On error the
@@ -153,9 +211,10 @@ impl<F: ListFetcher> SubscriptionRefresher<F> {
         for w in &parsed.warnings {
             tracing::warn!(subscription.url = %url, line = w.line, "{}", w.message);
         }
+        let fetched_at = SystemTime::now();
         let list = SubscribedList {
             entries: parsed.entries,
-            fetched_at: SystemTime::now(),
+            fetched_at,
         };
         let diff = self
             .trust
@@ -165,6 +224,13 @@ impl<F: ListFetcher> SubscriptionRefresher<F> {
                 TrustError::NotSubscribed(url) => RefreshError::NotSubscribed(url),
                 other => RefreshError::Policy(other),
             })?;
+        if let Some(archive) = &self.archive {
+            // The copy in force is already updated; a failure to keep it on disk only
+            // costs the next start a fetch.
+            if let Err(e) = archive.save(url, ArchivedList { body, fetched_at }).await {
+                tracing::warn!(subscription.url = %url, error = %e, "subscribed list not archived");
+            }
+        }
         Ok(diff)
     }
 
@@ -226,6 +292,68 @@ impl<F: ListFetcher> SubscriptionRefresher<F> {
             }
         }
     }
+}
+
+/// A subscribed list put back in force from its archived copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredList {
+    /// The list.
+    pub url: Url,
+    /// Entries in the copy.
+    pub entries: usize,
+    /// When the copy was fetched.
+    pub fetched_at: SystemTime,
+}
+
+/// Puts the archived copy of each list `trust` subscribes to and has no copy of in force
+/// yet into force. A copy that cannot be read or no longer parses is skipped (and logged):
+/// the next refresh fetches the list anyway.
+pub async fn restore_archived(trust: &Trust, archive: &dyn ListArchive) -> Vec<RestoredList> {
+    let current = trust.current();
+    let missing: Vec<Url> = current
+        .local()
+        .subscriptions
+        .iter()
+        .filter(|s| !current.subscribed().contains_key(&s.url))
+        .map(|s| s.url.clone())
+        .collect();
+    drop(current);
+    let mut restored = Vec::new();
+    for url in missing {
+        let copy = match archive.load(&url).await {
+            Ok(Some(copy)) => copy,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(subscription.url = %url, error = %e, "archived copy of a subscribed list not read");
+                continue;
+            }
+        };
+        let parsed = match lists::parse(&copy.body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(subscription.url = %url, error = %e, "archived copy of a subscribed list does not parse; ignored");
+                continue;
+            }
+        };
+        let entries = parsed.entries.len();
+        let list = SubscribedList {
+            entries: parsed.entries,
+            fetched_at: copy.fetched_at,
+        };
+        match trust.update(&format!("subscription {url} (archived copy)"), |p| {
+            p.with_list(&url, list)
+        }) {
+            Ok(_) => restored.push(RestoredList {
+                url,
+                entries,
+                fetched_at: copy.fetched_at,
+            }),
+            Err(e) => {
+                tracing::warn!(subscription.url = %url, error = %e, "archived copy of a subscribed list not put in force");
+            }
+        }
+    }
+    restored
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

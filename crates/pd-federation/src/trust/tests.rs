@@ -994,6 +994,104 @@ subscriptions = [{ url = "https://community.example/allow.txt", kind = "allow", 
         ));
     }
 
+    /// An archive in memory, standing in for the node's database.
+    #[derive(Default)]
+    struct MemoryArchive {
+        lists: std::sync::Mutex<std::collections::HashMap<Url, ArchivedList>>,
+    }
+
+    impl ListArchive for MemoryArchive {
+        fn load<'a>(
+            &'a self,
+            url: &'a Url,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ArchivedList>, String>> {
+            let copy = self.lists.lock().unwrap().get(url).cloned();
+            Box::pin(async move { Ok(copy) })
+        }
+
+        fn save<'a>(
+            &'a self,
+            url: &'a Url,
+            list: ArchivedList,
+        ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+            self.lists.lock().unwrap().insert(url.clone(), list);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_good_copy_is_archived_and_restored_at_start() {
+        let server = MockServer::start().await;
+        let archive = Arc::new(MemoryArchive::default());
+        let fetcher = || TestFetcher {
+            base: server.uri(),
+            client: reqwest::Client::new(),
+        };
+        let first = Trust::new(policy(CONFIG));
+        let refresher =
+            SubscriptionRefresher::new(first.clone(), fetcher()).with_archive(archive.clone());
+        serve(
+            &server,
+            "lambda.example
+",
+        )
+        .await;
+        refresher.refresh(&list_url()).await.unwrap();
+        // A failed refresh does not overwrite the archived copy.
+        serve(
+            &server,
+            "not a domain
+",
+        )
+        .await;
+        refresher.refresh(&list_url()).await.unwrap_err();
+        assert_eq!(
+            archive.lists.lock().unwrap()[&list_url()].body,
+            b"lambda.example\n"
+        );
+
+        // A restarted node, its list server down: the archived copy is in force at once.
+        drop(server);
+        let restarted = Trust::new(policy(CONFIG));
+        let refresher = SubscriptionRefresher::new(restarted.clone(), unreachable_fetcher())
+            .with_archive(archive.clone());
+        assert!(!is_allowed(&restarted, "lambda.example"));
+        assert_eq!(refresher.restore().await, 1);
+        assert!(is_allowed(&restarted, "lambda.example"));
+        assert_eq!(refresher.status()[&list_url()].entries, 1);
+        refresher.refresh(&list_url()).await.unwrap_err();
+        assert!(is_allowed(&restarted, "lambda.example"));
+        // A list already in force is not replaced by the archived copy.
+        assert_eq!(refresher.restore().await, 0);
+
+        // A copy that no longer parses is skipped; one of a list no longer subscribed is
+        // ignored.
+        archive.lists.lock().unwrap().insert(
+            list_url(),
+            ArchivedList {
+                body: b"not a domain\n".to_vec(),
+                fetched_at: SystemTime::now(),
+            },
+        );
+        let other = Trust::new(policy(CONFIG));
+        let refresher = SubscriptionRefresher::new(other.clone(), unreachable_fetcher())
+            .with_archive(archive.clone());
+        assert_eq!(refresher.restore().await, 0);
+        assert!(!is_allowed(&other, "lambda.example"));
+        let unsubscribed = Trust::new(policy("[trust]\nmode = \"allowlist\"\n"));
+        let refresher = SubscriptionRefresher::new(unsubscribed.clone(), unreachable_fetcher())
+            .with_archive(archive);
+        assert_eq!(refresher.restore().await, 0);
+    }
+
+    /// A fetcher whose list server is down (nothing listens on the discard port).
+    fn unreachable_fetcher() -> TestFetcher {
+        TestFetcher {
+            base: "http://127.0.0.1:9".into(),
+            client: reqwest::Client::new(),
+        }
+    }
+
     #[test]
     fn the_refresher_future_can_be_spawned() {
         fn assert_send<T: Send + 'static>(_: &T) {}

@@ -272,6 +272,65 @@ fn trust_explain_prints_the_verdict_and_the_deciding_entry() {
     assert!(stderr.starts_with("error: "), "{stderr}");
 }
 
+#[tokio::test]
+async fn trust_explain_considers_the_kept_copies_of_subscribed_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let list = "https://community.example/allow.txt";
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "domain = \"home.example\"\ndata_dir = {data:?}\n[trust]\nmode = \"allowlist\"\nsubscriptions = [{{ url = \"{list}\", kind = \"allow\" }}]\n"
+        ),
+    );
+    let explain = |domain: &str| {
+        let out = pd_server()
+            .args(["trust", "explain", domain, "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap().trim_end().to_owned(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // No copy yet: the list is named and not considered.
+    let (stdout, stderr) = explain("lambda.example");
+    assert_eq!(
+        stdout,
+        "refused: lambda.example (allowlist mode, no allow entry matches)"
+    );
+    assert!(
+        stderr.contains(&format!("subscribed list {list} has no kept copy")),
+        "{stderr}"
+    );
+    assert!(
+        !data.join("pd.sqlite3").exists(),
+        "explain must not create a store"
+    );
+
+    std::fs::create_dir_all(&data).unwrap();
+    let store = pd_server::store::Store::open(&data.join("pd.sqlite3")).unwrap();
+    store
+        .save_trust_list(list, b"lambda.example\n".to_vec(), 1_790_000_000)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let (stdout, stderr) = explain("lambda.example");
+    assert_eq!(
+        stdout,
+        format!(
+            "allowed: lambda.example (allow entry \"lambda.example\" in subscribed list {list})"
+        )
+    );
+    assert!(!stderr.contains("no kept copy"), "{stderr}");
+}
+
 #[test]
 fn trust_export_and_import_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -507,4 +566,41 @@ async fn the_admin_surface_reports_subscription_state() {
     assert_eq!(sub["kind"], "allow");
     assert!(sub["last_error"].is_string(), "{listed}");
     assert!(sub["last_success"].is_null());
+}
+
+#[tokio::test]
+async fn a_subscribed_list_kept_in_the_store_is_in_force_before_its_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = pd_server::Config::for_tests(dir.path());
+    config.trust.mode = Some(Mode::Allowlist);
+    // The guarded client refuses this loopback list: its server is "down" for the node.
+    let list = "https://127.0.0.1:1/allow.txt";
+    config.trust.subscriptions = vec![
+        toml::from_str::<pd_federation::trust::SubscriptionConfig>(&format!(
+            "url = \"{list}\"\nkind = \"allow\"\n"
+        ))
+        .unwrap(),
+    ];
+    // The copy an earlier run of the node fetched and kept.
+    let store = pd_server::store::Store::open(&config.db_path()).unwrap();
+    store
+        .save_trust_list(list, b"lambda.example\n".to_vec(), 1_790_000_000)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    let server = pd_server::Server::bind(config).await.unwrap();
+    let federation = &server.state().federation;
+    let now = std::time::SystemTime::now();
+    let policy = federation.trust.current();
+    assert!(policy.allows(&"lambda.example".parse().unwrap(), now));
+    assert!(!policy.allows(&"xen.example".parse().unwrap(), now));
+    let status = federation.subscriptions();
+    let s = &status[&list.parse::<url::Url>().unwrap()];
+    assert_eq!(s.entries, 1);
+    assert_eq!(
+        s.last_success,
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000))
+    );
+    server.shutdown().await.unwrap();
 }
