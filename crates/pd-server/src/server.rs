@@ -22,7 +22,7 @@ use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::server_keys::ServerKeys;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::Store;
 use crate::{admin, http};
 
@@ -126,13 +126,13 @@ impl Server {
         federation.restore_trust_lists().await;
         let metrics = Metrics::with_extra(|r| federation.resolver.metrics().register(r));
         let grace = config.limits.request_timeout + Duration::from_secs(1);
-        let state = AppState {
+        let state = AppState::new(Shared {
             config: Arc::new(config),
             registry: Arc::clone(&registry),
             metrics: Arc::new(metrics),
             server_keys: Arc::new(server_keys),
             federation: Arc::clone(&federation),
-        };
+        });
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
         let mut tasks = JoinSet::new();

@@ -1,6 +1,7 @@
 //! The state shared by every request handler: cheap handles to the registry, the
 //! configuration, the metrics, the node's identity and its federation side.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -9,9 +10,30 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::server_keys::ServerKeys;
 
-/// Handles shared by the HTTP handlers; cloning is cheap.
+/// Handles shared by the HTTP handlers, behind one `Arc`: axum clones the state for every
+/// request, so a clone is one reference count, not one per handle. Fields are reached
+/// through `Deref` (`state.registry`).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a node made of `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     /// The node's configuration.
     pub config: Arc<Config>,
     /// Accounts, presence and sessions of this node's users.
