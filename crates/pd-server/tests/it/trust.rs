@@ -215,6 +215,29 @@ fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     file
 }
 
+/// `pd-server trust explain DOMAIN --config FILE`.
+fn explain(file: &std::path::Path, domain: &str) -> std::process::Output {
+    pd_server()
+        .args(["trust", "explain", domain, "--config"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+/// A successful `trust explain`: its verdict line and its stderr.
+fn explain_ok(file: &std::path::Path, domain: &str) -> (String, String) {
+    let out = explain(file, domain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap().trim_end().to_owned(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 const POLICY: &str = r#"domain = "home.example"
 [trust]
 mode = "allowlist"
@@ -248,24 +271,9 @@ fn trust_explain_prints_the_verdict_and_the_deciding_entry() {
             "allowed: home.example (this node's own domain)",
         ),
     ] {
-        let out = pd_server()
-            .args(["trust", "explain", domain, "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(stdout.trim_end(), expected);
+        assert_eq!(explain_ok(&file, domain).0, expected);
     }
-    let out = pd_server()
-        .args(["trust", "explain", "not a domain", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = explain(&file, "not a domain");
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -283,22 +291,7 @@ async fn trust_explain_considers_the_kept_copies_of_subscribed_lists() {
             "domain = \"home.example\"\ndata_dir = {data:?}\n[trust]\nmode = \"allowlist\"\nsubscriptions = [{{ url = \"{list}\", kind = \"allow\" }}]\n"
         ),
     );
-    let explain = |domain: &str| {
-        let out = pd_server()
-            .args(["trust", "explain", domain, "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8(out.stdout).unwrap().trim_end().to_owned(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let explain = |domain: &str| explain_ok(&file, domain);
     // No copy yet: the list is named and not considered.
     let (stdout, stderr) = explain("lambda.example");
     assert_eq!(
