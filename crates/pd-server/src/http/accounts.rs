@@ -32,7 +32,7 @@ pub(crate) async fn create(
 /// `POST /v1/accounts/{address}/rotate`: replaces the account key.
 #[utoipa::path(
     post, path = "/v1/accounts/{address}/rotate", tag = "accounts",
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body = RotateRequest,
     responses(
         (status = 200, description = "Key replaced; the account with its new key", body = AccountInfo),
@@ -52,7 +52,7 @@ pub(crate) async fn rotate(
 /// `POST /v1/accounts/{address}/delete`: deletes the account and its presence record.
 #[utoipa::path(
     post, path = "/v1/accounts/{address}/delete", tag = "accounts",
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Deletion"),
     responses(
         (status = 204, description = "Account deleted"),

@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// trust policy allows (checked before its keys are fetched).
 #[utoipa::path(
     get, path = "/v1/federation/lookup/{address}", tag = "federation",
-    params(("address" = String, Path, description = "The address to look up (a user of this node)")),
+    params(("address" = pd_proto::Address, Path, description = "The address to look up (a user of this node)")),
     responses(
         (status = 200, description = "The user's key and current presence record", body = pd_proto::wire::LookupResponse),
         (status = 400, description = "invalid-address or wrong-domain", body = pd_proto::Problem, content_type = "application/problem+json"),

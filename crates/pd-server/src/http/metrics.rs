@@ -9,7 +9,7 @@ use crate::state::AppState;
 /// `GET /metrics`.
 #[utoipa::path(
     get, path = "/metrics", tag = "node",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    responses((status = 200, description = "Metrics in the OpenMetrics text format, which Prometheus scrapes", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.encode().into_response();

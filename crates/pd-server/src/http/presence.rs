@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// `PUT /v1/accounts/{address}/presence`: stores a signed presence record.
 #[utoipa::path(
     put, path = "/v1/accounts/{address}/presence", tag = "presence",
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Presence record"),
     responses(
         (status = 200, description = "Stored", body = PublishResponse),
@@ -31,7 +31,7 @@ pub(crate) async fn put(
 /// `POST /v1/accounts/{address}/presence/withdraw`: drops the presence record.
 #[utoipa::path(
     post, path = "/v1/accounts/{address}/presence/withdraw", tag = "presence",
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Withdrawal"),
     responses(
         (status = 204, description = "Withdrawn"),

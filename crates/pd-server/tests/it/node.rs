@@ -90,6 +90,23 @@ async fn openapi_describes_every_endpoint() {
             "schema {schema} missing"
         );
     }
+    // The layers' answers are listed too: every operation can time out, and every one
+    // with a body can be too large, of the wrong type, or rate limited.
+    assert!(doc["paths"]["/v1/lookup/{address}"]["get"]["responses"]["503"].is_object());
+    for (path, method) in [
+        ("/v1/accounts", "post"),
+        ("/v1/accounts/{address}/presence", "put"),
+        ("/v1/sessions", "post"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        for status in ["413", "415", "429", "503"] {
+            assert_eq!(
+                responses[status]["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{method} {path} {status}"
+            );
+        }
+    }
     let lookup = &doc["components"]["schemas"]["LookupResponse"]["properties"];
     assert_eq!(
         lookup["public_key"]["$ref"],
