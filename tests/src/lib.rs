@@ -349,7 +349,6 @@ fn read_log(
 ) {
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };
-        let line = strip_ansi(&line);
         if let Some(addr) = listen_addr(&line) {
             let _ = addr_tx.send(addr);
         }
@@ -369,24 +368,6 @@ pub fn listen_addr(line: &str) -> Option<SocketAddr> {
         .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
         .unwrap_or(value.len());
     value[..end].parse().ok()
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip an escape sequence: ESC [ ... final byte in '@'..='~'.
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) && c != '[' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// What a `chat` run produced.
@@ -487,10 +468,5 @@ mod tests {
         let json = r#"{"fields":{"message":"node started","listen.addr":"127.0.0.1:99"}}"#;
         assert_eq!(listen_addr(json), Some("127.0.0.1:99".parse().unwrap()));
         assert_eq!(listen_addr("node stopped"), None);
-        let colored = "\u{1b}[3mlisten.addr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:5 x";
-        assert_eq!(
-            listen_addr(&strip_ansi(colored)),
-            Some("127.0.0.1:5".parse().unwrap())
-        );
     }
 }

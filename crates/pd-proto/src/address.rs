@@ -255,6 +255,11 @@ fn parse_host_name(host: &str) -> Result<HostKind, AddressError> {
     if trimmed.is_empty() || trimmed.starts_with('.') || trimmed.contains("..") {
         return Err(AddressError::EmptyLabel);
     }
+    if plain_ascii_domain(trimmed) {
+        let ascii = trimmed.to_ascii_lowercase();
+        validate_dns_name(&ascii)?;
+        return Ok(HostKind::Domain(ascii));
+    }
     let parsed = url::Host::parse(trimmed).map_err(|_| {
         if trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             AddressError::AmbiguousNumericHost(host.to_owned())
@@ -279,6 +284,26 @@ fn parse_host_name(host: &str) -> Result<HostKind, AddressError> {
             Ok(HostKind::Domain(ascii))
         }
     }
+}
+
+/// Whether the URL standard's host parser would only lowercase `host`, so it can be
+/// skipped (it is the costly part of parsing an address, and lookups parse one each): ASCII
+/// letters, digits, hyphens and dots only, no label in punycode (`xn--`, which must be
+/// decoded and checked), and a last label starting with a letter, so the host cannot be
+/// read as an IPv4 number. Everything else takes the full path.
+fn plain_ascii_domain(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && host.split('.').all(|label| {
+            !label
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+        })
+        && host
+            .rsplit('.')
+            .next()
+            .and_then(|last| last.bytes().next())
+            .is_some_and(|b| b.is_ascii_alphabetic())
 }
 
 fn validate_dns_name(name: &str) -> Result<(), AddressError> {
@@ -331,18 +356,33 @@ impl Address {
             name: Name::parse(name)?,
             host: Host::parse(host)?,
         };
-        if address.to_string().len() > MAX_ADDRESS_LEN {
+        address.check_len()?;
+        Ok(address)
+    }
+
+    /// Refuses an address whose text is longer than [`MAX_ADDRESS_LEN`], measured without
+    /// allocating it (every lookup parses an address).
+    fn check_len(&self) -> Result<(), AddressError> {
+        struct Len(usize);
+        impl fmt::Write for Len {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0 += s.len();
+                Ok(())
+            }
+        }
+        let mut len = Len(0);
+        // Writing to `Len` cannot fail.
+        let _ = fmt::write(&mut len, format_args!("{self}"));
+        if len.0 > MAX_ADDRESS_LEN {
             return Err(AddressError::TooLong);
         }
-        Ok(address)
+        Ok(())
     }
 
     /// Joins an already validated name and host.
     pub fn new(name: Name, host: Host) -> Result<Self, AddressError> {
         let address = Self { name, host };
-        if address.to_string().len() > MAX_ADDRESS_LEN {
-            return Err(AddressError::TooLong);
-        }
+        address.check_len()?;
         Ok(address)
     }
 
@@ -371,7 +411,11 @@ impl fmt::Debug for Name {
 
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hostname())?;
+        match &self.kind {
+            HostKind::Domain(d) => f.write_str(d)?,
+            HostKind::Ipv4(ip) => write!(f, "{ip}")?,
+            HostKind::Ipv6(ip) => write!(f, "[{ip}]")?,
+        }
         if let Some(port) = self.port {
             write!(f, ":{port}")?;
         }
@@ -561,6 +605,22 @@ mod tests {
         #[test]
         fn parser_never_panics(s in "\\PC*") {
             let _ = Address::parse(&s);
+        }
+
+        /// The shortcut for plain ASCII names gives exactly what the URL standard's host
+        /// parser gives, for hosts made of the characters it accepts (numbers, hex and
+        /// punycode labels included).
+        #[test]
+        fn plain_ascii_shortcut_agrees_with_the_url_parser(
+            host in "([a-zA-Z0-9-]{1,6}|[0-9]{1,3}|0[xX][0-9a-fA-F]{1,4}|[xX][nN]--[a-z0-9-]{1,6})(\\.([a-zA-Z0-9-]{1,6}|[0-9]{1,3}|0[xX][0-9a-fA-F]{1,4}|[xX][nN]--[a-z0-9-]{1,6})){0,3}",
+        ) {
+            if plain_ascii_domain(&host) {
+                let via_url = match url::Host::parse(&host) {
+                    Ok(url::Host::Domain(d)) => Some(d.to_ascii_lowercase()),
+                    _ => None,
+                };
+                prop_assert_eq!(via_url, Some(host.to_ascii_lowercase()), "{}", host);
+            }
         }
 
         #[test]

@@ -93,8 +93,19 @@ impl PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&BASE64URL_NOPAD.encode(self.0.as_bytes()))
+        with_base64(self.0.as_bytes(), |s| f.write_str(s))
     }
+}
+
+/// Calls `f` with the unpadded base64url text of `bytes` (at most 64), encoded on the
+/// stack: keys and signatures are written on every lookup answer.
+fn with_base64<R>(bytes: &[u8], f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 86];
+    let len = BASE64URL_NOPAD.encode_len(bytes.len());
+    let out = &mut buf[..len];
+    BASE64URL_NOPAD.encode_mut(bytes, out);
+    // base64url output is ASCII.
+    f(std::str::from_utf8(out).unwrap_or_default())
 }
 
 impl fmt::Debug for PublicKey {
@@ -128,7 +139,7 @@ impl Signature {
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&BASE64URL_NOPAD.encode(&self.0.to_bytes()))
+        with_base64(&self.0.to_bytes(), |s| f.write_str(s))
     }
 }
 
@@ -203,7 +214,7 @@ macro_rules! text_serde {
     ($ty:ty) => {
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                with_base64(&self.to_bytes(), |s| serializer.serialize_str(s))
             }
         }
 

@@ -344,11 +344,16 @@ impl Hangup {
 }
 
 /// Sets up logging to stderr in the configured format (`RUST_LOG` overrides the level).
+/// Text is coloured only when stderr is a terminal (and `NO_COLOR` is unset), so a journal
+/// or a log file gets plain lines.
 pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pd_server=info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

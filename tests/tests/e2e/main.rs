@@ -16,6 +16,15 @@ fn start_node() -> (Node, tempfile::TempDir) {
     (node, data)
 }
 
+/// Logs written to a pipe (a journal, a file) are plain text, without colour codes.
+#[test]
+fn the_node_logs_plain_lines_when_not_on_a_terminal() {
+    let (node, _data) = start_node();
+    let log = node.log();
+    assert!(log.contains("node started"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in {log:?}");
+}
+
 fn home() -> ChatHome {
     ChatHome::new().expect("failed to create a chat home")
 }
