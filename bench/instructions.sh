@@ -37,6 +37,9 @@ trap cleanup EXIT
 # Counts the instructions of $lookups lookups on a fresh node; prints the count per lookup.
 measure() {
     local bin=$1 log_level=$2 dir
+    # measure runs in a command substitution, a subshell: the script's EXIT trap does not
+    # reach the node it starts, so the subshell stops it itself, also on failure.
+    trap '[ -z "$node_pid" ] || kill -9 "$node_pid" 2>/dev/null || true' EXIT
     dir=$(mktemp -d "$work/node.XXXX")
     printf 'lookup_access = "public"\nlisten = "127.0.0.1:0"\ndata_dir = "%s/data"\n' "$dir" >"$dir/pd.toml"
     RUST_LOG=$log_level valgrind --tool=callgrind --callgrind-out-file="$dir/cg" \
@@ -48,6 +51,7 @@ measure() {
         addr=$(sed -e 's/\x1b\[[0-9;]*m//g' "$dir/log" |
             sed -n 's/.*node started.*listen\.addr=\([0-9.:]*\).*/\1/p' | head -n 1)
         [ -n "$addr" ] && break
+        kill -0 "$node_pid" 2>/dev/null || break
         sleep 0.1
     done
     [ -n "$addr" ] || { echo "error: the node did not start:" >&2; cat "$dir/log" >&2; exit 1; }
