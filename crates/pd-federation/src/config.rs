@@ -1,7 +1,9 @@
-//! The `[federation]` section of the node's configuration: static peer routes, outbound
-//! limits, discovery cache lifetimes and the accepted age of signed node requests.
+//! The `[federation]` section of the node's configuration: static peer routes, extra
+//! certificate authorities, outbound limits, discovery cache lifetimes and the accepted age
+//! of signed node requests.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,6 +23,10 @@ pub struct FederationConfig {
     /// The only way plain `http://`, IP-literal, private or loopback nodes are ever
     /// contacted. Default: none.
     pub peers: Vec<StaticPeer>,
+    /// A PEM file of extra certificate authorities that outbound HTTPS trusts, in addition
+    /// to the built-in roots: for nodes on a private network whose certificates come from a
+    /// private CA. A relative path is relative to the working directory. Default: none.
+    pub ca_file: Option<PathBuf>,
     /// Deadline for establishing a TCP connection (and TLS handshake) to another node.
     /// Default: `5s`.
     #[serde(with = "humantime_serde")]
@@ -70,6 +76,7 @@ impl Default for FederationConfig {
     fn default() -> Self {
         Self {
             peers: Vec::new(),
+            ca_file: None,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
@@ -107,6 +114,15 @@ impl FederationConfig {
             ("server_key_ttl", self.server_key_ttl.is_zero()),
             ("max_request_age", self.max_request_age.is_zero()),
         ];
+        if self
+            .ca_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "federation.ca_file must name a file".into(),
+            ));
+        }
         if let Some((field, _)) = nonzero.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Invalid(format!(
                 "federation.{field} must not be zero"

@@ -19,9 +19,13 @@
 //! Static peers are explicitly configured by the operator, so they are reached by a
 //! second internal client without the address filter, but with the same deadlines, caps,
 //! no proxy and no redirects.
+//!
+//! Both internal clients trust the built-in roots plus the certificate authorities of
+//! `federation.ca_file`, if set (a private CA for nodes on a private network).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,9 +94,14 @@ pub struct GuardedClient {
 }
 
 impl GuardedClient {
-    /// Builds the client from the federation settings.
+    /// Builds the client from the federation settings, trusting the certificate
+    /// authorities of `config.ca_file` (if set) besides the built-in ones.
     pub fn new(config: &FederationConfig) -> Result<Self, ClientBuildError> {
-        Self::with_root_certificates(config, Vec::new())
+        let roots = match &config.ca_file {
+            Some(path) => load_ca_file(path)?,
+            None => Vec::new(),
+        };
+        Self::with_root_certificates(config, roots)
     }
 
     /// Builds the client, trusting `roots` in addition to the built-in certificate
@@ -275,6 +284,30 @@ impl GuardedClient {
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_peer_concurrency)))
             .clone()
     }
+}
+
+/// Reads the certificates of a PEM file of certificate authorities; fails when the file
+/// cannot be read or holds no certificate.
+pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientBuildError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        ClientBuildError(format!(
+            "failed to read federation.ca_file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        ClientBuildError(format!(
+            "federation.ca_file {} is not valid PEM: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(ClientBuildError(format!(
+            "federation.ca_file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 /// Largest trust list accepted from a subscription, in bytes (4 MiB).

@@ -1,5 +1,8 @@
 //! The command line of the `pd-server` binary: `run` (the default), `check-config`,
-//! `invite create`, `trust explain|export|import` and `server-key rotate|show`.
+//! `doctor`, `healthcheck`, `invite create`, `trust explain|export|import` and
+//! `server-key rotate|show`. The global settings can also come from the environment
+//! (`PD_CONFIG`, `PD_DOMAIN`, `PD_LISTEN`, `PD_DATA_DIR`, `PD_TLS_CERT`, `PD_TLS_KEY`), as
+//! in a container; a flag wins over its variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use pd_proto::Host;
 use crate::config::{Config, LogFormat, Overrides};
 use crate::server_keys::{self, ServerKeys};
 use crate::store::Store;
-use crate::{Server, registry};
+use crate::{Server, doctor, healthcheck, registry};
 
 /// A PD node: accounts, presence records and lookups for one domain.
 #[derive(Debug, Parser)]
@@ -24,22 +27,22 @@ pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// TOML configuration file.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PD_CONFIG")]
     config: Option<PathBuf>,
     /// The domain this node serves (overrides the file).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PD_DOMAIN")]
     domain: Option<String>,
     /// Address to listen on (overrides the file).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PD_LISTEN")]
     listen: Option<SocketAddr>,
     /// Data directory (overrides the file).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// PEM certificate chain; serve HTTPS (with --tls-key).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PD_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PD_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// A static route to another node, DOMAIN=URL (repeatable; added to federation.peers).
     #[arg(long = "peer", value_name = "DOMAIN=URL", global = true)]
@@ -52,6 +55,28 @@ enum Command {
     Run,
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Check that this node can federate with DOMAIN: resolve it exactly as a lookup would
+    /// (trust policy, discovery, TLS, server keys, a signed request), printing each step
+    /// with a hint for what fails. Exits non-zero when a step fails.
+    Doctor {
+        /// The domain to check (this node's own domain checks how others reach it).
+        #[arg(value_name = "DOMAIN")]
+        target: String,
+        /// Print the report as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// GET the node's /healthz (on loopback, from the configured listen address and TLS)
+    /// and exit 0 if it answers 2xx, 1 otherwise; prints the answer. For container health
+    /// checks.
+    Healthcheck {
+        /// Ask this URL instead (its certificate is verified).
+        #[arg(long, value_name = "URL")]
+        url: Option<url::Url>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s")]
+        timeout: humantime::Duration,
+    },
     /// Manage invite tokens.
     #[command(subcommand)]
     Invite(InviteCommand),
@@ -156,10 +181,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
                 .context("invalid trust policy")?;
+            crate::federation::outbound(&config)?;
             for warning in policy.warnings() {
                 eprintln!("warning: {warning}");
             }
             eprintln!("configuration is valid (domain {})", config.domain);
+            Ok(())
+        }
+        Command::Doctor { target, json } => doctor(&config, &target, json).await,
+        Command::Healthcheck { url, timeout } => {
+            let (url, verify) = match url {
+                Some(url) => (url, true),
+                None => (healthcheck::default_url(&config)?, false),
+            };
+            let body = healthcheck::check(&url, verify, *timeout).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", body.trim_end());
+            }
             Ok(())
         }
         Command::Trust(command) => trust(&config, command).await,
@@ -212,6 +251,30 @@ async fn with_kept_lists(config: &Config, policy: TrustPolicy) -> anyhow::Result
     restore_archived(&trust, &store).await;
     store.close().await.context("failed to close the store")?;
     Ok(trust.current().as_ref().clone())
+}
+
+/// Runs `doctor`: the report goes to stdout, as text or JSON; an error when a step failed.
+#[allow(clippy::print_stdout)]
+async fn doctor(config: &Config, target: &str, json: bool) -> anyhow::Result<()> {
+    let host =
+        Host::parse(target.trim()).map_err(|e| anyhow!("{target:?} is not a valid domain: {e}"))?;
+    let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
+        .context("invalid trust policy")?;
+    let policy = with_kept_lists(config, policy).await?;
+    let report = doctor::diagnose(config, policy, &host).await;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("failed to format the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    match report.failures() {
+        0 => Ok(()),
+        n => Err(anyhow!(
+            "{n} of {} checks failed for {host}",
+            report.steps.len()
+        )),
+    }
 }
 
 /// Runs a `trust` subcommand; output goes to stdout.

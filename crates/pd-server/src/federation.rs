@@ -56,20 +56,12 @@ impl Federation {
     /// Builds the federation pieces from `config`, signing as this node with `server_key`
     /// and keeping subscribed trust lists in `store`.
     pub fn new(config: &Config, server_key: SecretKey, store: Store) -> anyhow::Result<Self> {
-        let client = Arc::new(
-            GuardedClient::new(&config.federation)
-                .context("failed to build the outbound HTTP client")?,
-        );
-        let discovery = Arc::new(Discovery::new(Arc::clone(&client), &config.federation));
-        let signer = NodeSigner::new(server_key, config.domain.clone());
+        let (client, discovery) = outbound(config)?;
         let local = config.resolved_trust()?;
         let policy = TrustPolicy::new(config.domain.clone(), local)
             .context("failed to build the trust policy")?;
         let trust = Trust::new(policy);
-        let delegation_trust = trust.clone();
-        let upstream = Upstream::new(Arc::clone(&discovery), signer).with_delegation_policy(
-            Arc::new(move |target: &Host| delegation_trust.allows(target)),
-        );
+        let upstream = upstream(config, &discovery, server_key, &trust);
         let resolver = Resolver::new(
             upstream,
             config.federation.cache.clone(),
@@ -168,6 +160,32 @@ impl Federation {
         }
         Ok(())
     }
+}
+
+/// The node's one guarded outbound client (trusting `federation.ca_file` besides the
+/// built-in roots) and discovery over it, as every outbound path of the node uses them.
+pub fn outbound(config: &Config) -> anyhow::Result<(Arc<GuardedClient>, Arc<Discovery>)> {
+    let client = Arc::new(
+        GuardedClient::new(&config.federation)
+            .context("failed to build the outbound HTTP client")?,
+    );
+    let discovery = Arc::new(Discovery::new(Arc::clone(&client), &config.federation));
+    Ok((client, discovery))
+}
+
+/// Signed, verified lookups at other nodes, signing as this node with `server_key` and
+/// checking every delegation target against `trust` before contacting it.
+pub fn upstream(
+    config: &Config,
+    discovery: &Arc<Discovery>,
+    server_key: SecretKey,
+    trust: &Trust,
+) -> Upstream {
+    let signer = NodeSigner::new(server_key, config.domain.clone());
+    let delegation_trust = trust.clone();
+    Upstream::new(Arc::clone(discovery), signer).with_delegation_policy(Arc::new(
+        move |target: &Host| delegation_trust.allows(target),
+    ))
 }
 
 impl ListArchive for Store {

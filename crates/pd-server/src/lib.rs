@@ -10,7 +10,9 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod federation;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod registry;

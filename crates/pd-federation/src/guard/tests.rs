@@ -539,3 +539,23 @@ async fn trust_lists_are_fetched_through_the_guard() {
             .is_err()
     );
 }
+
+#[test]
+fn a_ca_file_that_is_missing_or_holds_no_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let config = FederationConfig {
+        ca_file: Some(missing),
+        ..FederationConfig::default()
+    };
+    let err = GuardedClient::new(&config).unwrap_err().to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let config = FederationConfig {
+        ca_file: Some(empty),
+        ..FederationConfig::default()
+    };
+    let err = GuardedClient::new(&config).unwrap_err().to_string();
+    assert!(err.contains("no certificate"), "{err}");
+}

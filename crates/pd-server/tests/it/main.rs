@@ -3,7 +3,9 @@
 
 mod accounts;
 mod cli;
+mod doctor;
 mod federation;
+mod healthcheck;
 mod lifecycle;
 mod lookup;
 mod node;
