@@ -57,6 +57,7 @@ fn bob_answer(key: &SecretKey) -> LookupResponse {
         address: addr(BOB),
         public_key: key.public(),
         presence: Some(Signed::sign(key, &presence)),
+        rotations: Vec::new(),
         source: Source::Local,
         ttl: 600,
     }

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pd_proto::rotation::{link_known_key, verify_rotation_chain};
 use pd_proto::wire::{
     AccountInfo, Health, LoginResponse, LookupResponse, PublishResponse, RegisterRequest,
-    RotateRequest, WellKnown,
+    RotateRequest, RotationProof, WellKnown, WhoamiResponse,
 };
-use pd_proto::{Address, Deletion, Login, Presence, Problem, PublicKey, Signed, Withdrawal};
+use pd_proto::{
+    Address, Deletion, Login, Presence, Problem, PublicKey, RotationError, Signed, Withdrawal,
+};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -90,7 +93,7 @@ impl LookupMode {
 }
 
 /// A lookup answer whose presence record verified under the answer's key for the asked
-/// address.
+/// address, and whose key-rotation proofs form a chain ending at that key.
 #[derive(Debug, Clone)]
 pub struct VerifiedLookup {
     /// The answer as received.
@@ -103,6 +106,31 @@ impl VerifiedLookup {
     /// Whether the user has a presence record that is still valid at `now_secs`.
     pub fn is_online(&self, now_secs: u64) -> bool {
         self.presence.as_ref().is_some_and(|p| p.is_live(now_secs))
+    }
+
+    /// The user's current key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.response.public_key
+    }
+
+    /// The proofs of the user's most recent key rotations, oldest first; the last one
+    /// introduces [`VerifiedLookup::public_key`]. Empty when the key was never rotated.
+    pub fn rotations(&self) -> &[RotationProof] {
+        &self.response.rotations
+    }
+
+    /// Whether `known`, a key of this user remembered from earlier (trust on first use),
+    /// leads to the current key: `Ok(0)` when it is the current key, `Ok(n)` when the
+    /// answer proves `n` rotations from it to the current key, and
+    /// [`RotationError::Unlinked`] when nothing links them (a key change the user did not
+    /// sign, or one older than the proofs a node keeps).
+    pub fn rotated_from(&self, known: &PublicKey) -> Result<usize, RotationError> {
+        link_known_key(
+            &self.response.address,
+            known,
+            &self.response.rotations,
+            &self.response.public_key,
+        )
     }
 }
 
@@ -283,6 +311,14 @@ impl PdClient {
                 reason,
             })?;
         Ok(VerifiedLookup { response, presence })
+    }
+
+    /// `GET /v1/whoami`: the address the node sees this client coming from (its IP, and
+    /// its TCP source port unless the node sits behind a proxy), like a STUN reflexive
+    /// address.
+    pub async fn whoami(&self) -> Result<WhoamiResponse, ClientError> {
+        let url = self.url(&["v1", "whoami"]);
+        self.execute(self.http.get(url.clone()), &url).await
     }
 
     /// `GET /healthz`.
@@ -490,7 +526,9 @@ fn check_account(
     Ok(())
 }
 
-/// Checks a lookup answer for `asked` and returns its decoded presence record.
+/// Checks a lookup answer for `asked`: it is about exactly `asked`, its key-rotation proofs
+/// form a chain that ends at its key ([`verify_rotation_chain`]), and its presence record
+/// verifies under that key. Returns the decoded presence record.
 pub fn verify_lookup(
     asked: &Address,
     response: &LookupResponse,
@@ -501,6 +539,7 @@ pub fn verify_lookup(
             answered: response.address.to_string(),
         });
     }
+    verify_rotation_chain(asked, &response.rotations, &response.public_key)?;
     response
         .presence
         .as_ref()

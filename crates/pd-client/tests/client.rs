@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use pd_client::{ClientError, ClientOptions, LookupMode, PdClient, TransportKind, VerifyError};
-use pd_proto::wire::{AccountInfo, LookupResponse, RegisterRequest, Source};
+use pd_proto::wire::{
+    AccountInfo, LookupResponse, RegisterRequest, RotationProof, Source, WhoamiResponse,
+};
 use pd_proto::{
-    Address, Endpoint, Presence, ProblemType, Registration, SecretKey, Signed, SignedError,
+    Address, Endpoint, Presence, ProblemType, Registration, Rotation, RotationError, SecretKey,
+    Signed, SignedError,
 };
 use url::Url;
 use wiremock::matchers::{body_json, header, method, path, query_param};
@@ -49,6 +52,7 @@ fn lookup_answer(
         address: address.clone(),
         public_key: key.public(),
         presence,
+        rotations: Vec::new(),
         source: Source::Local,
         ttl: 60,
     })
@@ -252,6 +256,116 @@ async fn a_tampered_presence_payload_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Verification { .. }), "{err:?}");
+}
+
+/// A proof of alice rotating from `old` to `new`, `ago` seconds ago.
+fn rotation(old: &SecretKey, new: &SecretKey, ago: u64) -> RotationProof {
+    let rotation = Signed::sign(
+        old,
+        &Rotation {
+            address: alice(),
+            new_key: new.public(),
+            seq: pd_proto::now_micros() - ago * 1_000_000,
+        },
+    );
+    let countersignature = rotation.countersign(new, &alice());
+    RotationProof::new(old.public(), rotation, countersignature)
+}
+
+fn answer_with_rotations(current: &SecretKey, rotations: &[RotationProof]) -> serde_json::Value {
+    let signed = Signed::sign(current, &presence_for(&alice()));
+    let mut answer = lookup_answer(&alice(), current, Some(signed));
+    answer["rotations"] = serde_json::to_value(rotations).unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn lookup_verifies_the_rotation_chain_and_links_known_keys() {
+    let server = MockServer::start().await;
+    let chain = [
+        rotation(&key(1), &key(2), 20),
+        rotation(&key(2), &key(3), 10),
+    ];
+    serve_lookup(&server, answer_with_rotations(&key(3), &chain)).await;
+    let found = client(&server).lookup(&alice(), None, None).await.unwrap();
+    assert_eq!(found.rotations(), &chain);
+    assert_eq!(found.public_key(), &key(3).public());
+    assert_eq!(found.rotated_from(&key(1).public()), Ok(2));
+    assert_eq!(found.rotated_from(&key(2).public()), Ok(1));
+    assert_eq!(found.rotated_from(&key(3).public()), Ok(0));
+    assert_eq!(
+        found.rotated_from(&key(4).public()),
+        Err(RotationError::Unlinked)
+    );
+}
+
+#[tokio::test]
+async fn a_forged_rotation_chain_is_refused() {
+    // The impostor (key 9) claims a rotation from alice's key 1 that it signed itself.
+    let mut forged = rotation(&key(9), &key(9 + 1), 10);
+    forged.old_key = key(1).public();
+    let broken = [rotation(&key(1), &key(2), 10)];
+    for (what, answer) in [
+        ("forged", answer_with_rotations(&key(10), &[forged])),
+        (
+            "not ending at the key",
+            answer_with_rotations(&key(3), &broken),
+        ),
+    ] {
+        let server = MockServer::start().await;
+        serve_lookup(&server, answer).await;
+        let err = client(&server)
+            .lookup(&alice(), None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Verification {
+                    reason: VerifyError::Rotation(_),
+                    ..
+                }
+            ),
+            "{what}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn whoami_returns_the_reflexive_address() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/whoami"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"ip": "203.0.113.5", "port": 51234})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let me = client(&server).whoami().await.unwrap();
+    assert_eq!(
+        me,
+        WhoamiResponse {
+            ip: "203.0.113.5".parse().unwrap(),
+            port: Some(51234),
+        }
+    );
+
+    // Behind a proxy the node knows no port.
+    let proxied = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/whoami"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"ip": "2001:db8::7"})),
+        )
+        .mount(&proxied)
+        .await;
+    let me = client(&proxied).whoami().await.unwrap();
+    assert_eq!(
+        (me.ip.to_string(), me.port),
+        ("2001:db8::7".to_owned(), None)
+    );
 }
 
 #[tokio::test]

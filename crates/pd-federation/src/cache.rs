@@ -311,7 +311,14 @@ fn approx_size(addr: &Address, response: &LookupResponse) -> u32 {
         .presence
         .as_ref()
         .map_or(0, |p| p.payload().len() + 64);
-    approx_address_size(addr).saturating_add(u32::try_from(presence + 32).unwrap_or(u32::MAX))
+    // Each proof: its payload, two signatures, a key and the vector slot.
+    let rotations: usize = response
+        .rotations
+        .iter()
+        .map(|r| r.rotation.payload().len() + 64 + 64 + 32 + 64)
+        .sum();
+    approx_address_size(addr)
+        .saturating_add(u32::try_from(presence + rotations + 32).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use pd_proto::rotation::verify_rotation_chain;
 use pd_proto::wire::{LookupResponse, Source};
 use pd_proto::{Address, Host};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -25,8 +26,9 @@ use crate::cache::{CacheConfig, CacheEntry, Freshness, LookupCache};
 /// remote address at that address's home node.
 ///
 /// An implementation must only return `Ok` for an answer that is about exactly `addr`
-/// (same name, same domain) and whose presence record verifies under the returned
-/// account key. The resolver caches what it gets without checking again.
+/// (same name, same domain), whose presence record verifies under the returned account
+/// key and whose rotation proofs form a chain ending at that key. The resolver checks the
+/// signatures again before it caches the answer, and drops it if they do not verify.
 pub trait UpstreamLookup: Send + Sync + 'static {
     /// Fetches and verifies the lookup answer for `addr` from its home node.
     fn fetch(
@@ -50,7 +52,7 @@ pub enum UpstreamError {
     #[error("the remote node is unreachable: {0}")]
     Unreachable(String),
     /// The remote node answered garbage: unparsable body, a record for another address,
-    /// or a bad signature.
+    /// a bad signature, or rotation proofs that do not end at the answer's key.
     #[error("the remote node gave an invalid answer: {0}")]
     BadAnswer(String),
     /// The remote node refused to answer this node (403).
@@ -449,7 +451,8 @@ impl Resolved {
 }
 
 /// Defence in depth: the upstream promises a verified answer about exactly `addr`; an
-/// answer that is not is dropped rather than cached under `addr`.
+/// answer that is not (another address, a presence record or a rotation chain that does
+/// not verify under its key) is dropped rather than cached under `addr`.
 fn check_answer(addr: &Address, response: LookupResponse) -> Result<LookupResponse, UpstreamError> {
     if response.address != *addr {
         return Err(UpstreamError::BadAnswer(format!(
@@ -462,6 +465,8 @@ fn check_answer(addr: &Address, response: LookupResponse) -> Result<LookupRespon
             .verify(&response.public_key, addr)
             .map_err(|e| UpstreamError::BadAnswer(format!("presence record: {e}")))?;
     }
+    verify_rotation_chain(addr, &response.rotations, &response.public_key)
+        .map_err(|e| UpstreamError::BadAnswer(format!("rotation proofs: {e}")))?;
     Ok(response)
 }
 
@@ -659,6 +664,7 @@ pub(crate) mod test_support {
             address: addr.clone(),
             public_key: key.public(),
             presence,
+            rotations: Vec::new(),
             source: Source::Local,
             ttl: expires_in.unwrap_or(60),
         }
@@ -683,6 +689,8 @@ mod tests {
         Found(Option<u64>),
         /// A well-signed answer about another address.
         About(Address),
+        /// A well-signed answer whose rotation proof ends at another key than its own.
+        BrokenChain,
         Fail(UpstreamError),
     }
 
@@ -724,6 +732,28 @@ mod tests {
             match reply {
                 Reply::Found(expires_in) => Ok(signed_response(addr, expires_in)),
                 Reply::About(other) => Ok(signed_response(&other, None)),
+                Reply::BrokenChain => {
+                    let mut response = signed_response(addr, None);
+                    let (old, new) = (
+                        pd_proto::SecretKey::from_seed(&[1; 32]),
+                        pd_proto::SecretKey::from_seed(&[2; 32]),
+                    );
+                    let rotation = pd_proto::Signed::sign(
+                        &old,
+                        &pd_proto::Rotation {
+                            address: addr.clone(),
+                            new_key: new.public(),
+                            seq: pd_proto::now_micros(),
+                        },
+                    );
+                    let countersignature = rotation.countersign(&new, addr);
+                    response.rotations = vec![pd_proto::RotationProof::new(
+                        old.public(),
+                        rotation,
+                        countersignature,
+                    )];
+                    Ok(response)
+                }
                 Reply::Fail(err) => Err(err),
             }
         }
@@ -1047,6 +1077,17 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answer_whose_rotations_do_not_end_at_its_key_is_dropped() {
+        let a = addr("gordon.freeman@blackmesa.us");
+        let (r, _fake) = resolver(Reply::BrokenChain);
+        assert!(matches!(
+            r.lookup(&a, LookupMode::Normal).await,
+            Err(ResolveError::BadAnswer(why)) if why.contains("rotation")
+        ));
+        assert!(r.cache().get(&a).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

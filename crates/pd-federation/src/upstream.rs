@@ -1,6 +1,7 @@
 //! One verified lookup at a remote node: locate the node, send a signed
 //! `GET {base}/v1/federation/lookup/{address}`, and accept the answer only if it is about
-//! exactly the address asked and its presence record verifies under the returned key.
+//! exactly the address asked, its presence record verifies under the returned key, and its
+//! rotation proofs form a chain that ends at that key.
 //!
 //! Anything else is dropped and logged, never cached: an answer about another name or
 //! another domain is how cache poisoning would happen.
@@ -8,6 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use pd_proto::rotation::verify_rotation_chain;
 use pd_proto::wire::{LookupResponse, Source};
 use pd_proto::{Address, Host, Problem, ProblemType, RecordError};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
@@ -130,8 +132,9 @@ impl UpstreamLookup for Upstream {
     }
 }
 
-/// Checks that `answer` is about exactly `asked` and that its presence record verifies;
-/// drops an expired presence record and bounds `ttl` by the record's remaining lifetime.
+/// Checks that `answer` is about exactly `asked`, that its rotation proofs form a chain
+/// ending at its key and that its presence record verifies; drops an expired presence
+/// record and bounds `ttl` by the record's remaining lifetime.
 fn verify_answer(
     asked: &Address,
     mut answer: LookupResponse,
@@ -142,6 +145,8 @@ fn verify_answer(
             format!("the answer is about {}", answer.address),
         ));
     }
+    verify_rotation_chain(asked, &answer.rotations, &answer.public_key)
+        .map_err(|e| bad_answer(asked, format!("rotation proofs refused: {e}")))?;
     let now_micros = pd_proto::now_micros();
     let now = now_micros / 1_000_000;
     if let Some(envelope) = &answer.presence {

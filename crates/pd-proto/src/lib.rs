@@ -12,6 +12,7 @@ pub mod node_auth;
 pub mod openapi;
 pub mod problem;
 pub mod records;
+pub mod rotation;
 pub mod signed;
 pub mod wire;
 
@@ -21,6 +22,7 @@ pub use problem::{Problem, ProblemType};
 pub use records::{
     Deletion, Endpoint, Login, Presence, RecordError, Registration, Rotation, Withdrawal,
 };
+pub use rotation::{ProofError, RotationError, RotationProof};
 pub use signed::{Purpose, Record, Signed, SignedError};
 
 /// The version segment of every API path (`/v1/...`).

@@ -1,11 +1,15 @@
 //! Request and response bodies of the HTTP API (`/v1/...` and the well-known documents).
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::address::{Address, Host};
 use crate::keys::{PublicKey, Signature};
 use crate::records::{Deletion, Login, Presence, Registration, Rotation, Withdrawal};
 use crate::signed::Signed;
+
+pub use crate::rotation::RotationProof;
 
 /// `POST /v1/accounts`: create an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,10 +107,31 @@ pub struct LookupResponse {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::SignedEnvelope>))]
     pub presence: Option<Signed<Presence>>,
+    /// Proofs of the account's most recent key rotations, oldest first (at most
+    /// [`MAX_ROTATION_PROOFS`](crate::rotation::MAX_ROTATION_PROOFS)); the last one
+    /// introduces `public_key`. Absent when the key was never rotated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<RotationProof>,
     /// Where the answer came from.
     pub source: Source,
     /// Seconds the answer may still be used.
     pub ttl: u64,
+}
+
+/// `GET /v1/whoami`: the address the node sees a request coming from, like a STUN
+/// reflexive address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoamiResponse {
+    /// The caller's IP address: the TCP peer, or the client a trusted proxy names in
+    /// `X-Forwarded-For`. An IPv4 address mapped into IPv6 is given as IPv4.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "203.0.113.5"))]
+    pub ip: IpAddr,
+    /// The TCP source port of the caller's connection; absent when `ip` came from a
+    /// trusted proxy, which does not pass the client's port on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = 51234))]
+    pub port: Option<u16>,
 }
 
 /// `GET /healthz`.

@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pd_proto::node_auth::{NodeAuthorization, request_signing_bytes, server_key_id};
+use pd_proto::rotation::{link_known_key, verify_rotation_chain};
 use pd_proto::signed::{Purpose, signing_bytes};
 use pd_proto::{
-    Address, Endpoint, Host, Presence, PublicKey, Record, Registration, SecretKey, Signature,
-    Signed,
+    Address, Endpoint, Host, Presence, PublicKey, Record, Registration, Rotation, RotationProof,
+    SecretKey, Signature, Signed,
 };
 
 const BEGIN: &str = "<!-- test-vectors:begin -->";
@@ -175,6 +176,61 @@ fn registration_vectors_match_the_spec() {
 }
 
 #[test]
+fn rotation_vectors_match_the_spec() {
+    let vectors = spec_vectors();
+    let new_seed = get(&vectors, "rotation.new_seed");
+    assert_eq!(new_seed.len(), 64, "new_seed is 32 bytes of hex");
+    let new_seed: [u8; 32] =
+        std::array::from_fn(|i| u8::from_str_radix(&new_seed[2 * i..2 * i + 2], 16).unwrap());
+    let new_key = SecretKey::from_seed(&new_seed);
+    assert_eq!(
+        get(&vectors, "rotation.new_key"),
+        new_key.public().to_string()
+    );
+    let address = Address::parse(get(&vectors, "rotation.address")).unwrap();
+    let record = Rotation {
+        address: address.clone(),
+        new_key: new_key.public(),
+        seq: get(&vectors, "rotation.seq").parse().unwrap(),
+    };
+    check_record(&vectors, "rotation", Purpose::Rotate, &record);
+
+    // The countersignature: the same payload, purpose rotate-accept, signed by the new key.
+    let old_key = SecretKey::from_seed(&seed());
+    let envelope = Signed::sign(&old_key, &record);
+    let accept = signing_bytes(Purpose::RotateAccept, &address, envelope.payload());
+    assert_eq!(
+        String::from_utf8(accept).unwrap(),
+        json_string(&vectors, "rotation.accept_signing_bytes"),
+        "rotate-accept signing bytes"
+    );
+    let countersignature = envelope.countersign(&new_key, &address);
+    assert_eq!(
+        countersignature.to_string(),
+        get(&vectors, "rotation.new_key_signature")
+    );
+
+    // The proof a node keeps and serves, and the chain of that one proof.
+    let proof = RotationProof::new(old_key.public(), envelope, countersignature);
+    assert_eq!(
+        serde_json::to_string(&proof).unwrap(),
+        get(&vectors, "rotation.proof"),
+        "rotation proof JSON"
+    );
+    let published: RotationProof = serde_json::from_str(get(&vectors, "rotation.proof")).unwrap();
+    assert_eq!(published.verify(&address).unwrap(), record);
+    let chain = [published];
+    verify_rotation_chain(&address, &chain, &new_key.public()).unwrap();
+    assert_eq!(
+        link_known_key(&address, &old_key.public(), &chain, &new_key.public()),
+        Ok(1)
+    );
+    // The proof is about exactly this address.
+    let other = Address::parse("alice@example.net").unwrap();
+    assert!(verify_rotation_chain(&other, &chain, &new_key.public()).is_err());
+}
+
+#[test]
 fn node_request_vectors_match_the_spec() {
     let vectors = spec_vectors();
     let key = SecretKey::from_seed(&seed());
@@ -246,7 +302,16 @@ fn spec_vectors_are_all_checked() {
     ]
     .map(str::to_owned)
     .to_vec();
-    for record in ["presence", "registration"] {
+    for field in [
+        "new_seed",
+        "new_key",
+        "accept_signing_bytes",
+        "new_key_signature",
+        "proof",
+    ] {
+        known.push(format!("rotation.{field}"));
+    }
+    for record in ["presence", "registration", "rotation"] {
         for field in [
             "address",
             "seq",

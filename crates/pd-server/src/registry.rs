@@ -16,8 +16,8 @@ use pd_proto::records::check_fresh;
 use pd_proto::signed::SignedError;
 use pd_proto::wire::{AccountInfo, PublishResponse, RegisterRequest, RotateRequest};
 use pd_proto::{
-    Address, Deletion, Host, KeyError, Login, Presence, PublicKey, Record, RecordError, Signed,
-    Withdrawal, now_micros,
+    Address, Deletion, Host, KeyError, Login, Presence, PublicKey, Record, RecordError,
+    RotationProof, Signed, Withdrawal, now_micros,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -82,6 +82,27 @@ pub struct CachedAccount {
     pub last_seq: u64,
     /// The presence record, ready to serve.
     pub presence: Option<CachedPresence>,
+    /// The kept rotation proofs, ready to serve.
+    pub rotations: Option<CachedRotations>,
+}
+
+/// The kept rotation proofs of an account (at least one), ready to be served byte for byte.
+#[derive(Debug, Clone)]
+pub struct CachedRotations {
+    /// The JSON array of the proofs as stored, oldest first.
+    pub json: Arc<str>,
+}
+
+impl CachedRotations {
+    /// The proofs of `rows` (oldest first) as one JSON array; `None` without any.
+    fn from_rows(rows: &[String]) -> Option<Self> {
+        if rows.is_empty() {
+            return None;
+        }
+        Some(Self {
+            json: Arc::from(format!("[{}]", rows.join(","))),
+        })
+    }
 }
 
 /// A presence record ready to be served byte for byte.
@@ -100,6 +121,8 @@ pub struct LocalLookup {
     pub key: PublicKey,
     /// The live presence record, if any.
     pub presence: Option<CachedPresence>,
+    /// The kept rotation proofs, if the key was ever rotated.
+    pub rotations: Option<CachedRotations>,
 }
 
 /// A lookup session: who logged in, with which key.
@@ -197,6 +220,7 @@ impl CachedAccount {
                 expires_at: p.expires_at,
                 envelope: Arc::from(p.envelope),
             }),
+            rotations: CachedRotations::from_rows(&row.rotations),
         })
     }
 }
@@ -287,6 +311,7 @@ impl Registry {
                     key: reg.public_key,
                     last_seq: reg.seq,
                     presence: None,
+                    rotations: None,
                 }),
             )
             .await;
@@ -388,6 +413,7 @@ impl Registry {
                 expires_at: presence.expires_at,
                 envelope: Arc::from(envelope),
             }),
+            rotations: account.rotations.clone(),
         };
         self.commit(
             address,
@@ -416,13 +442,15 @@ impl Registry {
             key: account.key,
             last_seq: w.seq,
             presence: None,
+            rotations: account.rotations.clone(),
         };
         self.commit(address, &account, w.seq, Change::Withdraw, Some(updated))
             .await
     }
 
-    /// Replaces the account key (`POST /v1/accounts/{address}/rotate`). The presence record
-    /// goes too: it was signed by the old key.
+    /// Replaces the account key (`POST /v1/accounts/{address}/rotate`) and keeps the proof of
+    /// the rotation, in the same transaction. The presence record goes: it was signed by the
+    /// old key.
     pub async fn rotate(
         &self,
         address: &Address,
@@ -441,17 +469,20 @@ impl Registry {
         }
         fresh(rotation.seq)?;
         Self::check_seq(rotation.seq, &account)?;
-        let updated = CachedAccount {
-            key: rotation.new_key,
-            last_seq: rotation.seq,
-            presence: None,
-        };
+        let proof = RotationProof::new(account.key, req.rotation, req.new_key_signature);
+        let proof = serde_json::to_string(&proof)
+            .map_err(|e| RegistryError::InvalidRequest(e.to_string()))?;
+        // The cached entry is dropped rather than rebuilt: the store decides which proofs
+        // are kept, and the next read loads them.
         self.commit(
             address,
             &account,
             rotation.seq,
-            Change::Rotate(rotation.new_key.to_bytes()),
-            Some(updated),
+            Change::Rotate {
+                new_key: rotation.new_key.to_bytes(),
+                proof,
+            },
+            None,
         )
         .await?;
         Ok(AccountInfo {
@@ -532,6 +563,7 @@ impl Registry {
                 .as_ref()
                 .filter(|p| p.expires_at > now)
                 .cloned(),
+            rotations: account.rotations.clone(),
         })
     }
 

@@ -1,5 +1,5 @@
-//! Durable storage of accounts, presence records, invites and the last good copy of each
-//! subscribed trust list in SQLite.
+//! Durable storage of accounts, presence records, key-rotation proofs, invites and the last
+//! good copy of each subscribed trust list in SQLite.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`, so a write is on disk when its
 //! transaction commits, and every write method commits before it returns. Blocking calls
@@ -44,7 +44,19 @@ const MIGRATIONS: &[&str] = &[
         fetched_at  INTEGER NOT NULL
     ) STRICT;
 "#,
+    r#"
+    CREATE TABLE rotations (
+        name        TEXT NOT NULL
+                    REFERENCES accounts(name) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        proof       TEXT NOT NULL,
+        PRIMARY KEY (name, seq)
+    ) STRICT;
+"#,
 ];
+
+/// Most rotation proofs kept per account: the most recent ones, which lookups serve.
+pub const MAX_KEPT_ROTATIONS: usize = pd_proto::rotation::MAX_ROTATION_PROOFS;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +114,8 @@ pub struct AccountRow {
     pub last_seq: u64,
     /// The presence record, if any (possibly expired).
     pub presence: Option<PresenceRow>,
+    /// The kept rotation proofs (JSON, exactly as stored), oldest first.
+    pub rotations: Vec<String>,
 }
 
 /// The change a signed operation makes after winning its compare-and-set.
@@ -113,9 +127,15 @@ pub enum Change {
     Publish(PresenceRow),
     /// Drop the presence record.
     Withdraw,
-    /// Replace the key and drop the presence record (it was signed by the old key).
-    Rotate([u8; 32]),
-    /// Delete the account and its presence record.
+    /// Replace the key, keep the proof of the rotation (dropping the oldest proofs beyond
+    /// [`MAX_KEPT_ROTATIONS`]) and drop the presence record (it was signed by the old key).
+    Rotate {
+        /// The new account key.
+        new_key: [u8; 32],
+        /// The rotation proof's JSON, as lookups serve it.
+        proof: String,
+    },
+    /// Delete the account, its presence record and its rotation proofs.
     Delete,
 }
 
@@ -271,14 +291,29 @@ impl Store {
                 Change::Withdraw => {
                     tx.execute("DELETE FROM presence WHERE name = ?1", params![name])?;
                 }
-                Change::Rotate(new_key) => {
+                Change::Rotate { new_key, proof } => {
                     tx.execute(
                         "UPDATE accounts SET public_key = ?1 WHERE name = ?2",
                         params![&new_key[..], name],
                     )?;
                     tx.execute("DELETE FROM presence WHERE name = ?1", params![name])?;
+                    tx.execute(
+                        "INSERT INTO rotations (name, seq, proof) VALUES (?1, ?2, ?3)",
+                        params![name, to_i64(seq), proof],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM rotations WHERE name = ?1 AND seq NOT IN
+                           (SELECT seq FROM rotations WHERE name = ?1
+                            ORDER BY seq DESC LIMIT ?2)",
+                        params![name, to_i64(MAX_KEPT_ROTATIONS as u64)],
+                    )?;
                 }
                 Change::Delete => {
+                    // Presence and rotation rows go with the account too (foreign key
+                    // cascade); deleted explicitly so that a re-registered name starts a
+                    // fresh chain whatever the database's foreign key setting.
+                    tx.execute("DELETE FROM presence WHERE name = ?1", params![name])?;
+                    tx.execute("DELETE FROM rotations WHERE name = ?1", params![name])?;
                     tx.execute("DELETE FROM accounts WHERE name = ?1", params![name])?;
                 }
             }
@@ -423,11 +458,19 @@ fn read_account(c: &Connection, name: &str) -> Result<Option<AccountRow>, StoreE
         }),
         _ => None,
     };
+    let mut rotations = c
+        .prepare_cached("SELECT proof FROM rotations WHERE name = ?1 ORDER BY seq DESC LIMIT ?2")?
+        .query_map(params![name, to_i64(MAX_KEPT_ROTATIONS as u64)], |r| {
+            r.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rotations.reverse();
     Ok(Some(AccountRow {
         name: name.to_owned(),
         public_key,
         last_seq: to_u64(last_seq),
         presence,
+        rotations,
     }))
 }
 
@@ -488,9 +531,10 @@ mod tests {
         s.apply("alice", K1, 11, Change::Publish(presence(11, 500)))
             .await
             .unwrap();
-        s.apply("alice", K1, 12, Change::Rotate(K2)).await.unwrap();
+        s.apply("alice", K1, 12, rotate(K2, 12)).await.unwrap();
         let row = s.account("alice").await.unwrap().unwrap();
         assert_eq!((row.public_key, row.last_seq, row.presence), (K2, 12, None));
+        assert_eq!(row.rotations, vec![rotate_proof(12)]);
         s.apply("alice", K2, 13, Change::Publish(presence(13, 500)))
             .await
             .unwrap();
@@ -501,9 +545,54 @@ mod tests {
             .unwrap();
         s.apply("alice", K2, 16, Change::Delete).await.unwrap();
         assert_eq!(s.account("alice").await.unwrap(), None);
-        // The presence row went with the account (foreign key cascade).
+        // The presence and rotation rows went with the account.
         s.create_account("alice", K1, 20, None, 100).await.unwrap();
-        assert_eq!(s.account("alice").await.unwrap().unwrap().presence, None);
+        let row = s.account("alice").await.unwrap().unwrap();
+        assert_eq!((row.presence, row.rotations), (None, Vec::new()));
+        let left: i64 = s
+            .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM rotations", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    fn rotate_proof(seq: u64) -> String {
+        format!("{{\"rotation\":{seq}}}")
+    }
+
+    fn rotate(new_key: [u8; 32], seq: u64) -> Change {
+        Change::Rotate {
+            new_key,
+            proof: rotate_proof(seq),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_latest_rotations_are_kept_oldest_first() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_account("alice", [0; 32], 10, None, 100)
+            .await
+            .unwrap();
+        let total = MAX_KEPT_ROTATIONS as u64 + 3;
+        for i in 0..total {
+            let (old, new) = ([i as u8; 32], [i as u8 + 1; 32]);
+            s.apply("alice", old, 11 + i, rotate(new, 11 + i))
+                .await
+                .unwrap();
+        }
+        // A rotation that loses its compare-and-set keeps nothing.
+        let lost = s.apply("alice", [0; 32], 1000, rotate(K2, 1000)).await;
+        assert!(matches!(lost, Err(StoreError::Conflict)));
+        let row = s.account("alice").await.unwrap().unwrap();
+        let expected: Vec<String> = (total - MAX_KEPT_ROTATIONS as u64..total)
+            .map(|i| rotate_proof(11 + i))
+            .collect();
+        assert_eq!(row.rotations, expected);
+        let kept: i64 = s
+            .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM rotations", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(kept, MAX_KEPT_ROTATIONS as i64);
     }
 
     #[tokio::test]

@@ -61,6 +61,7 @@ fn answer(address: &str, presence: Option<Signed<Presence>>, ttl: u64) -> serde_
         address: addr(address),
         public_key: user_key().public(),
         presence,
+        rotations: Vec::new(),
         source: Source::Local,
         ttl,
     })
@@ -202,6 +203,84 @@ async fn bad_presence_signature_is_dropped() {
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::BadAnswer(_)), "{err:?}");
+}
+
+/// A proof of `ASKED` rotating from `old` to `new`, `n` seconds ago.
+fn rotation_proof(old: &SecretKey, new: &SecretKey, n: u64) -> pd_proto::RotationProof {
+    let rotation = Signed::sign(
+        old,
+        &pd_proto::Rotation {
+            address: addr(ASKED),
+            new_key: new.public(),
+            seq: pd_proto::now_micros() - n * 1_000_000,
+        },
+    );
+    let countersignature = rotation.countersign(new, &addr(ASKED));
+    pd_proto::RotationProof::new(old.public(), rotation, countersignature)
+}
+
+fn answer_with_rotations(rotations: &[pd_proto::RotationProof]) -> serde_json::Value {
+    let mut value = answer(ASKED, Some(presence_for(ASKED, &user_key(), 600)), 60);
+    value["rotations"] = serde_json::to_value(rotations).unwrap();
+    value
+}
+
+#[tokio::test]
+async fn a_rotation_chain_ending_at_the_answers_key_is_passed_on() {
+    let (k1, k2) = (
+        SecretKey::from_seed(&[31; 32]),
+        SecretKey::from_seed(&[32; 32]),
+    );
+    let chain = vec![
+        rotation_proof(&k1, &k2, 20),
+        rotation_proof(&k2, &user_key(), 10),
+    ];
+    let server =
+        remote_answering(ResponseTemplate::new(200).set_body_json(answer_with_rotations(&chain)))
+            .await;
+    let response = upstream_to(&server.uri())
+        .fetch_lookup(&addr(ASKED))
+        .await
+        .unwrap();
+    assert_eq!(response.rotations, chain);
+}
+
+#[tokio::test]
+async fn forged_or_broken_rotation_chains_are_dropped() {
+    let (k1, k2) = (
+        SecretKey::from_seed(&[31; 32]),
+        SecretKey::from_seed(&[32; 32]),
+    );
+    let impostor = SecretKey::from_seed(&[33; 32]);
+    // Signed by the impostor, claiming to start from k1.
+    let mut forged = rotation_proof(&impostor, &user_key(), 10);
+    forged.old_key = k1.public();
+    let cases = [
+        ("forged", vec![forged]),
+        // Genuine, but it ends at k2, not at the answer's key.
+        ("wrong end", vec![rotation_proof(&k1, &k2, 10)]),
+        (
+            "out of order",
+            vec![
+                rotation_proof(&k2, &user_key(), 10),
+                rotation_proof(&k1, &k2, 20),
+            ],
+        ),
+    ];
+    for (what, chain) in cases {
+        let server = remote_answering(
+            ResponseTemplate::new(200).set_body_json(answer_with_rotations(&chain)),
+        )
+        .await;
+        let err = upstream_to(&server.uri())
+            .fetch_lookup(&addr(ASKED))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::BadAnswer(why) if why.contains("rotation")),
+            "{what}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The lookup endpoint, the node's hot path. A local user's stored presence envelope is
-//! placed in the response as stored, without parsing or re-serialising it. Other domains'
+//! The lookup endpoint, the node's hot path. A local user's stored presence envelope and
+//! rotation proofs are placed in the response as stored, without parsing or re-serialising
+//! them. Other domains'
 //! users are resolved through federation: the trust policy first (a refused domain causes
 //! no network traffic), then the resolver's cache or one signed upstream lookup.
 
@@ -244,13 +245,19 @@ pub async fn local(state: &AppState, address: &Address) -> Result<Response, ApiE
     // Addresses and keys serialise as JSON strings without characters that need escaping,
     // but go through serde anyway so the output is valid JSON by construction. One buffer,
     // written in place.
-    let mut body = Vec::with_capacity(160 + presence.len());
+    let rotations = found.rotations.as_ref().map(|r| &*r.json);
+    let mut body = Vec::with_capacity(160 + presence.len() + rotations.map_or(0, |r| r.len() + 14));
     body.extend_from_slice(b"{\"address\":");
     serde_json::to_writer(&mut body, address).map_err(ApiError::internal)?;
     body.extend_from_slice(b",\"public_key\":");
     serde_json::to_writer(&mut body, &found.key).map_err(ApiError::internal)?;
     body.extend_from_slice(b",\"presence\":");
     body.extend_from_slice(presence.as_bytes());
+    // The kept rotation proofs, as stored; the member is absent when there are none.
+    if let Some(rotations) = rotations {
+        body.extend_from_slice(b",\"rotations\":");
+        body.extend_from_slice(rotations.as_bytes());
+    }
     body.extend_from_slice(b",\"source\":\"local\",\"ttl\":");
     write!(body, "{ttl}}}").map_err(ApiError::internal)?;
     let mut response = body.into_response();

@@ -16,6 +16,7 @@ mod presence;
 mod sessions;
 pub mod webfinger;
 mod well_known;
+mod whoami;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -25,11 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::{Extension, Router};
 use futures::future::BoxFuture;
 use ipnet::IpNet;
 use pd_proto::ProblemType;
@@ -57,8 +58,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let limits = &state.config.rate_limit;
     let period = Duration::from_secs(1) / limits.writes_per_second.max(1);
-    let mut governor = GovernorConfigBuilder::default()
-        .key_extractor(ClientIpKey::new(state.config.trusted_proxies.clone()));
+    let client_ip = ClientIpKey::new(state.config.trusted_proxies.clone());
+    let mut governor = GovernorConfigBuilder::default().key_extractor(client_ip.clone());
     governor
         .period(period.max(Duration::from_nanos(1)))
         .burst_size(limits.burst.max(1))
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     let reads = Router::new()
         .route("/v1/lookup/{address}", get(lookup::get))
         .route("/v1/federation/lookup/{address}", get(federation::lookup))
+        .route("/v1/whoami", get(whoami::get).layer(Extension(client_ip)))
         .route(
             "/.well-known/webfinger",
             // The CORS layer answers preflights (every OPTIONS) for the route.
@@ -260,6 +262,7 @@ where
 const ROUTES: &[&str] = &[
     "/v1/lookup/{address}",
     "/v1/federation/lookup/{address}",
+    "/v1/whoami",
     "/.well-known/webfinger",
     "/healthz",
     "/.well-known/pd",
@@ -316,9 +319,15 @@ impl ClientIpKey {
 
     /// The client IP of a request from `peer` with `headers`.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.forwarded_client(peer, headers).unwrap_or(peer)
+    }
+
+    /// The client a trusted proxy names in `X-Forwarded-For`: `None` when `peer` is not a
+    /// trusted proxy or names no client, so the client is `peer` itself.
+    pub fn forwarded_client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let is_trusted = |ip: &IpAddr| self.trusted.iter().any(|net| net.contains(ip));
         if !is_trusted(&peer) {
-            return peer;
+            return None;
         }
         let forwarded: Vec<IpAddr> = headers
             .get_all("x-forwarded-for")
@@ -333,7 +342,6 @@ impl ClientIpKey {
             .find(|ip| !is_trusted(ip))
             .or_else(|| forwarded.first())
             .copied()
-            .unwrap_or(peer)
     }
 }
 

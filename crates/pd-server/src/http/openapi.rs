@@ -6,7 +6,9 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 
-use super::{accounts, federation, lookup, metrics, presence, sessions, webfinger, well_known};
+use super::{
+    accounts, federation, lookup, metrics, presence, sessions, webfinger, well_known, whoami,
+};
 
 /// The API description.
 #[derive(Debug, OpenApi)]
@@ -15,7 +17,7 @@ use super::{accounts, federation, lookup, metrics, presence, sessions, webfinger
     paths(
         accounts::create, accounts::rotate, accounts::delete,
         presence::put, presence::withdraw,
-        sessions::create, lookup::get, federation::lookup, webfinger::get,
+        sessions::create, lookup::get, federation::lookup, whoami::get, webfinger::get,
         well_known::healthz, well_known::get, well_known::allowlist, metrics::get, get,
     ),
     components(schemas(pd_proto::Problem)),

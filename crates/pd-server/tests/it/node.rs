@@ -66,6 +66,7 @@ async fn openapi_describes_every_endpoint() {
         "/v1/accounts/{address}/delete",
         "/v1/sessions",
         "/v1/lookup/{address}",
+        "/v1/whoami",
         "/healthz",
         "/.well-known/pd",
         "/metrics",
@@ -80,6 +81,8 @@ async fn openapi_describes_every_endpoint() {
         "PublishResponse",
         "LoginResponse",
         "LookupResponse",
+        "RotationProof",
+        "WhoamiResponse",
         "Health",
         "WellKnown",
         "Signed",
@@ -112,4 +115,10 @@ async fn openapi_describes_every_endpoint() {
         lookup["public_key"]["$ref"],
         "#/components/schemas/PublicKey"
     );
+    assert_eq!(
+        lookup["rotations"]["items"]["$ref"],
+        "#/components/schemas/RotationProof"
+    );
+    let whoami = &doc["paths"]["/v1/whoami"]["get"]["responses"]["200"];
+    assert!(whoami["headers"]["Cache-Control"].is_object(), "{whoami}");
 }
