@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Find people on the PD network and tell it where you can be reached.
+/// Find people on the PD network, tell it where you can be reached, and talk with them
+/// directly over an authenticated, encrypted channel.
 #[derive(Debug, Parser)]
 #[command(name = "chat", version, propagate_version = true)]
 pub struct Cli {
@@ -76,6 +77,54 @@ pub enum Command {
         /// Confirm the deletion
         #[arg(long)]
         yes: bool,
+    },
+    /// Wait for conversations: publish where you can be reached, accept peers, talk with
+    /// several at once (/list, /to ADDRESS, /quit); withdraws the record on exit
+    Listen {
+        /// Address and port to listen on [default: a free port on all interfaces]
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+        bind: String,
+        /// HOST:PORT to publish instead of the detected addresses (repeat for several, best
+        /// first), e.g. a port forwarded on your router
+        #[arg(long = "advertise", value_name = "HOST:PORT")]
+        advertise: Vec<String>,
+        /// Accept only this peer (repeat for several) [default: every authenticated peer]
+        #[arg(long = "allow", value_name = "ADDRESS")]
+        allow: Vec<String>,
+        /// How long each published presence record stays valid (republished at half)
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        ttl: String,
+    },
+    /// Talk with a user: look them up, check their key, connect, send the lines you type (or
+    /// pipe in) and print what they say; ends at end of input or /quit
+    Connect {
+        /// The address to talk with, NAME@DOMAIN
+        address: String,
+    },
+    /// Accept the current key of a user whose key changed (after comparing fingerprints by
+    /// another way)
+    Trust {
+        /// The user, NAME@DOMAIN
+        address: String,
+        /// Accept the key only if it has this fingerprint (as `chat fingerprint` shows it)
+        #[arg(long, value_name = "FINGERPRINT")]
+        fingerprint: Option<String>,
+    },
+    /// Show a user's key fingerprint as their home node vouches for it and as remembered
+    /// here, to compare out of band (without ADDRESS: your own)
+    Fingerprint {
+        /// The user, NAME@DOMAIN
+        address: Option<String>,
+    },
+    /// Write your chat certificate and its private key as PEM files, for checks with
+    /// standard TLS tools (e.g. openssl s_client)
+    ExportCert {
+        /// Where to write the certificate
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Where to write the private key (created with mode 0600; must not exist)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
     },
     /// Print shell completions
     Completions {

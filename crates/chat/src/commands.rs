@@ -2,20 +2,22 @@
 //! `PdClient`, and writes its result to the given output.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::CommandFactory;
-use pd_client::{ClientError, ClientOptions, LookupMode, PdClient, VerifiedLookup};
-use pd_proto::wire::{AccountInfo, RegisterRequest, RotateRequest};
-use pd_proto::{
-    Address, Deletion, Endpoint, Login, Presence, ProblemType, Registration, Rotation, SecretKey,
-    Signed, Withdrawal,
-};
+use pd_client::VerifiedLookup;
+use pd_proto::wire::{AccountInfo, RegisterRequest};
+use pd_proto::{Address, Endpoint, Registration, Signed};
 use url::Url;
 
+use crate::account::{Account, RotateOutcome, client_for, now_secs};
 use crate::cli::Cli;
 use crate::error::ChatError;
-use crate::home::{Home, HomeConfig, Session};
+use crate::home::{Home, HomeConfig, write_new_private};
+use crate::peer::PeerError;
+use crate::peer::cert::IdentityCert;
+use crate::peer::known::KnownPeers;
 use crate::seq::next_seq;
 use crate::settings::{Action, Settings};
 
@@ -47,257 +49,71 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
             print_lookup(&found, json, out)
         }
         Action::Publish { endpoints, ttl } => {
-            Account::open(home, ca_file)?
-                .publish(endpoints, ttl, out)
-                .await
-        }
-        Action::Withdraw => Account::open(home, ca_file)?.withdraw(out).await,
-        Action::RotateKey => {
-            let pending = home.load_pending_key()?;
-            Account::open_with(home, ca_file, false)?
-                .rotate_key(pending, out)
-                .await
-        }
-        Action::DeleteAccount => Account::open(home, ca_file)?.delete(out).await,
-    }
-}
-
-/// A registered home with a client for its server.
-#[derive(Debug)]
-struct Account {
-    home: Home,
-    config: HomeConfig,
-    key: SecretKey,
-    client: PdClient,
-}
-
-impl Account {
-    fn open(home: Home, ca_file: Option<std::path::PathBuf>) -> Result<Self, ChatError> {
-        Self::open_with(home, ca_file, true)
-    }
-
-    /// Opens the account; `warn_pending` warns about a rotation an earlier run left staged.
-    fn open_with(
-        home: Home,
-        ca_file: Option<std::path::PathBuf>,
-        warn_pending: bool,
-    ) -> Result<Self, ChatError> {
-        let config = home.config()?;
-        let key = home.key()?;
-        if warn_pending && home.new_key_path().exists() {
-            eprintln!(
-                "warning: a key rotation was interrupted ({} exists); run `chat rotate-key` \
-                 to finish or discard it",
-                home.new_key_path().display()
-            );
-        }
-        let client = client_for(&config.server, ca_file.or_else(|| config.ca_file.clone()))?;
-        Ok(Self {
-            home,
-            config,
-            key,
-            client,
-        })
-    }
-
-    fn address(&self) -> &Address {
-        &self.config.address
-    }
-
-    /// Looks `address` up with a session token: the cached one when it is still valid,
-    /// otherwise a fresh one; a 401 drops the cached token and retries once.
-    async fn lookup(
-        &self,
-        address: &Address,
-        mode: Option<LookupMode>,
-    ) -> Result<VerifiedLookup, ChatError> {
-        let token = self.token(false).await?;
-        let answer = match self.client.lookup(address, Some(&token), mode).await {
-            Err(err) if is_problem(&err, ProblemType::Unauthenticated) => {
-                self.home.clear_session()?;
-                let token = self.token(true).await?;
-                self.client.lookup(address, Some(&token), mode).await
-            }
-            other => other,
-        };
-        answer.map_err(|err| policy_refusal(address, err))
-    }
-
-    async fn token(&self, fresh: bool) -> Result<String, ChatError> {
-        let now = now_secs();
-        if !fresh
-            && let Some(session) = self.home.load_session()
-            && session.is_usable(&self.config, now)
-        {
-            return Ok(session.token);
-        }
-        let answer = retry_replayed(async |seq| {
-            let login = Login {
-                address: self.address().clone(),
-                seq,
-            };
-            self.client.login(&Signed::sign(&self.key, &login)).await
-        })
-        .await?;
-        self.home.save_session(&Session {
-            address: self.address().clone(),
-            server: self.config.server.clone(),
-            token: answer.token.clone(),
-            expires_at: now.saturating_add(answer.expires_in),
-        })?;
-        Ok(answer.token)
-    }
-
-    async fn publish(
-        &self,
-        endpoints: Vec<Endpoint>,
-        ttl: Duration,
-        out: &mut dyn Write,
-    ) -> Result<(), ChatError> {
-        let answer = retry_replayed(async |seq| {
-            let presence = Presence {
-                address: self.address().clone(),
-                endpoints: endpoints.clone(),
-                seq,
-                expires_at: seq / 1_000_000 + ttl.as_secs(),
-            };
-            self.client
-                .publish_presence(self.address(), &Signed::sign(&self.key, &presence))
-                .await
-        })
-        .await?;
-        write(
-            out,
-            format_args!(
-                "published {} endpoint(s) for {} until {}\n",
-                endpoints.len(),
-                self.address(),
-                rfc3339(answer.expires_at)
-            ),
-        )
-    }
-
-    async fn withdraw(&self, out: &mut dyn Write) -> Result<(), ChatError> {
-        retry_replayed(async |seq| {
-            let withdrawal = Withdrawal {
-                address: self.address().clone(),
-                seq,
-            };
-            self.client
-                .withdraw(self.address(), &Signed::sign(&self.key, &withdrawal))
-                .await
-        })
-        .await?;
-        write(
-            out,
-            format_args!("withdrew the presence record of {}\n", self.address()),
-        )
-    }
-
-    /// Replaces the key: the new key is staged on disk before the server is asked, and
-    /// becomes `identity.key` only once the server confirmed it.
-    async fn rotate_key(
-        &self,
-        pending: Option<SecretKey>,
-        out: &mut dyn Write,
-    ) -> Result<(), ChatError> {
-        if let Some(pending) = pending
-            && self.recover_rotation(&pending).await?
-        {
-            let public = pending.public();
-            return write(
+            let account = Account::open(home, ca_file)?;
+            let answer = account.publish(&endpoints, ttl).await?;
+            write(
                 out,
                 format_args!(
-                    "finished an interrupted key rotation of {}\nfingerprint: {}\n",
-                    self.address(),
-                    public.fingerprint()
+                    "published {} endpoint(s) for {} until {}\n",
+                    endpoints.len(),
+                    account.address(),
+                    rfc3339(answer.expires_at)
                 ),
-            );
+            )
         }
-        let old = self.home.key()?;
-        let new = SecretKey::generate();
-        self.home.stage_rotation(&old, &new)?;
-        let result = retry_replayed(async |seq| {
-            let rotation = Signed::sign(
-                &old,
-                &Rotation {
-                    address: self.address().clone(),
-                    new_key: new.public(),
-                    seq,
-                },
-            );
-            let new_key_signature = rotation.countersign(&new, self.address());
-            let request = RotateRequest {
-                rotation,
-                new_key_signature,
-            };
-            self.client.rotate(self.address(), &request).await
-        })
-        .await;
-        match result {
-            Ok(info) => {
-                self.home.commit_rotation()?;
-                print_account(&info, "rotated the key of", out)
-            }
-            // The server may or may not have switched keys: keep both on disk so the next
-            // `rotate-key` can find out which one is current.
-            Err(err @ ClientError::Transport { .. }) => Err(err.into()),
-            Err(err) => {
-                self.home.abandon_rotation()?;
-                Err(err.into())
+        Action::Withdraw => {
+            let account = Account::open(home, ca_file)?;
+            account.withdraw().await?;
+            write(
+                out,
+                format_args!("withdrew the presence record of {}\n", account.address()),
+            )
+        }
+        Action::RotateKey => {
+            let pending = home.load_pending_key()?;
+            let account = Account::open_with(home, ca_file, false)?;
+            match account.rotate_key(pending).await? {
+                RotateOutcome::Recovered(public) => write(
+                    out,
+                    format_args!(
+                        "finished an interrupted key rotation of {}\nfingerprint: {}\n",
+                        account.address(),
+                        public.fingerprint()
+                    ),
+                ),
+                RotateOutcome::Rotated(info) => print_account(&info, "rotated the key of", out),
             }
         }
-    }
-
-    /// Finishes or discards a rotation an earlier run left staged: if the server accepts a
-    /// login signed by the pending key, that key is current and is moved into place
-    /// (`true`); if the server refuses it, the staged files are removed (`false`).
-    async fn recover_rotation(&self, pending: &SecretKey) -> Result<bool, ChatError> {
-        let login = Login {
-            address: self.address().clone(),
-            seq: next_seq(),
-        };
-        // The node checks the signature before the sequence number, so `replayed` also
-        // proves that the pending key is the account key.
-        match self.client.login(&Signed::sign(pending, &login)).await {
-            Ok(_) => {
-                self.home.commit_rotation()?;
-                Ok(true)
-            }
-            Err(err) if is_problem(&err, ProblemType::Replayed) => {
-                self.home.commit_rotation()?;
-                Ok(true)
-            }
-            Err(err) if is_problem(&err, ProblemType::InvalidSignature) => {
-                self.home.abandon_rotation()?;
-                Ok(false)
-            }
-            // Anything else proves nothing either way: keep both keys for the next attempt.
-            Err(err) => Err(err.into()),
+        Action::Listen(options) => {
+            crate::listen::listen(Account::open(home, ca_file)?, options, out).await
         }
-    }
-
-    async fn delete(&self, out: &mut dyn Write) -> Result<(), ChatError> {
-        retry_replayed(async |seq| {
-            let deletion = Deletion {
-                address: self.address().clone(),
-                seq,
-            };
-            self.client
-                .delete(self.address(), &Signed::sign(&self.key, &deletion))
-                .await
-        })
-        .await?;
-        self.home.clear_session()?;
-        self.home.remove_config()?;
-        write(
-            out,
-            format_args!(
-                "deleted the account {} (the identity key stays in {})\n",
-                self.address(),
-                self.home.key_path().display()
-            ),
-        )
+        Action::Connect(address) => {
+            crate::connect::connect(Account::open(home, ca_file)?, address, out).await
+        }
+        Action::Trust {
+            address,
+            fingerprint,
+        } => trust(Account::open(home, ca_file)?, &address, fingerprint, out).await,
+        Action::Fingerprint(None) => {
+            let key = home.key()?.public();
+            write(out, format_args!("{}\n", key.fingerprint()))
+        }
+        Action::Fingerprint(Some(address)) => {
+            fingerprint(Account::open(home, ca_file)?, &address, out).await
+        }
+        Action::ExportCert { cert, key } => export_cert(&home, &cert, &key, out),
+        Action::DeleteAccount => {
+            let account = Account::open(home, ca_file)?;
+            account.delete().await?;
+            write(
+                out,
+                format_args!(
+                    "deleted the account {} (the identity key stays in {})\n",
+                    account.address(),
+                    account.home().key_path().display()
+                ),
+            )
+        }
     }
 }
 
@@ -342,6 +158,109 @@ async fn register(
     print_account(&info, "registered", out)
 }
 
+/// `chat trust`: remembers the key the home node now vouches for, after the user compared
+/// fingerprints by another way.
+async fn trust(
+    account: Account,
+    address: &Address,
+    fingerprint: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), ChatError> {
+    let found = account.lookup(address, None).await?;
+    let key = *found.public_key();
+    if let Some(expected) = fingerprint
+        && !same_fingerprint(&expected, &key.fingerprint())
+    {
+        return Err(PeerError::KeyMismatch {
+            address: address.clone(),
+            endpoint: "its home node".to_owned(),
+            expected,
+            presented: key.fingerprint(),
+        }
+        .into());
+    }
+    let known = KnownPeers::new(account.home().clone());
+    match known.trust(address, &key)? {
+        Some(previous) if previous == key => write(
+            out,
+            format_args!("{address} already trusted with key {}\n", key.fingerprint()),
+        ),
+        Some(previous) => write(
+            out,
+            format_args!(
+                "{address}: now trusting key {} (instead of {})\n",
+                key.fingerprint(),
+                previous.fingerprint()
+            ),
+        ),
+        None => write(
+            out,
+            format_args!("{address}: now trusting key {}\n", key.fingerprint()),
+        ),
+    }
+}
+
+/// Fingerprints compare without case and separators, so a fingerprint read aloud or typed
+/// without dashes still matches.
+fn same_fingerprint(a: &str, b: &str) -> bool {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_uppercase())
+            .collect()
+    };
+    clean(a) == clean(b)
+}
+
+/// `chat fingerprint ADDRESS`: the key the user's home node vouches for, and the one
+/// remembered here.
+async fn fingerprint(
+    account: Account,
+    address: &Address,
+    out: &mut dyn Write,
+) -> Result<(), ChatError> {
+    let found = account.lookup(address, None).await?;
+    let current = found.public_key();
+    let remembered = KnownPeers::new(account.home().clone()).get(address)?;
+    let remembered = match remembered {
+        None => "none (you have not talked yet)".to_owned(),
+        Some(key) if key == *current => format!("{} (the same)", key.fingerprint()),
+        Some(key) => format!("{} (DIFFERENT: see `chat trust`)", key.fingerprint()),
+    };
+    write(
+        out,
+        format_args!(
+            "{address}\n  fingerprint: {}\n  remembered:  {remembered}\n",
+            current.fingerprint()
+        ),
+    )
+}
+
+/// `chat export-cert`: the certificate this account presents in conversations, and its key.
+fn export_cert(
+    home: &Home,
+    cert_path: &Path,
+    key_path: &Path,
+    out: &mut dyn Write,
+) -> Result<(), ChatError> {
+    let config = home.config()?;
+    let key = home.key()?;
+    let identity =
+        IdentityCert::new(&key, &config.address).map_err(|e| PeerError::Setup(e.to_string()))?;
+    write_new_private(key_path, identity.private_key_pem().as_bytes())?;
+    std::fs::write(cert_path, identity.cert_pem.as_bytes())
+        .map_err(|e| ChatError::io(format!("failed to write {}", cert_path.display()), e))?;
+    write(
+        out,
+        format_args!(
+            "wrote the certificate of {} to {} and its private key to {}\n",
+            config.address,
+            cert_path.display(),
+            key_path.display()
+        ),
+    )
+}
+
 fn whoami(home: &Home, json: bool, out: &mut dyn Write) -> Result<(), ChatError> {
     let config = home.config()?;
     let key = home.key()?.public();
@@ -363,29 +282,6 @@ fn whoami(home: &Home, json: bool, out: &mut dyn Write) -> Result<(), ChatError>
             key.fingerprint()
         ),
     )
-}
-
-fn client_for(server: &Url, ca_file: Option<std::path::PathBuf>) -> Result<PdClient, ChatError> {
-    let options = ClientOptions::default().with_ca_file(ca_file);
-    PdClient::new(server.clone(), &options).map_err(|e| match e {
-        ClientError::Setup(message) => ChatError::Home(message),
-        other => ChatError::Client(other),
-    })
-}
-
-/// Runs a signed operation with a fresh sequence number, and once more with a newer one if
-/// the server answers 409 `replayed`.
-async fn retry_replayed<T>(
-    mut op: impl AsyncFnMut(u64) -> Result<T, ClientError>,
-) -> Result<T, ClientError> {
-    match op(next_seq()).await {
-        Err(err) if is_problem(&err, ProblemType::Replayed) => op(next_seq()).await,
-        other => other,
-    }
-}
-
-fn is_problem(err: &ClientError, kind: ProblemType) -> bool {
-    err.problem().and_then(|p| p.problem_type()) == Some(kind)
 }
 
 fn print_account(info: &AccountInfo, verb: &str, out: &mut dyn Write) -> Result<(), ChatError> {
@@ -445,31 +341,12 @@ fn print_lookup(found: &VerifiedLookup, json: bool, out: &mut dyn Write) -> Resu
     write(out, format_args!("{text}"))
 }
 
-fn write(out: &mut dyn Write, args: std::fmt::Arguments<'_>) -> Result<(), ChatError> {
+pub(crate) fn write(out: &mut dyn Write, args: std::fmt::Arguments<'_>) -> Result<(), ChatError> {
     out.write_fmt(args)
         .and_then(|()| out.flush())
         .map_err(|e| ChatError::io("failed to write the output", e))
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn rfc3339(unix_secs: u64) -> String {
+pub(crate) fn rfc3339(unix_secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_secs)).to_string()
-}
-
-/// Names the side that refused a lookup by federation policy, in the user's terms.
-fn policy_refusal(address: &Address, err: ClientError) -> ChatError {
-    let domain = address.host();
-    if is_problem(&err, ProblemType::RefusedByPolicy) {
-        ChatError::Policy(format!("your home server does not federate with {domain}"))
-    } else if is_problem(&err, ProblemType::RemoteRefused) {
-        ChatError::Policy(format!("{domain} does not accept lookups from your server"))
-    } else {
-        ChatError::Client(err)
-    }
 }

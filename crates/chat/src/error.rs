@@ -13,6 +13,12 @@
 //! | 7 | invalid answer (bad signature, wrong record, undecodable, 502 `bad-remote-answer`) |
 //! | 8 | refused by federation policy (403 `refused-by-policy`, `remote-refused`) |
 //! | 9 | the domain has no PD node (502 `no-pd-node`) |
+//! | 10 | the user is offline (no current presence record) |
+//! | 11 | every endpoint of the user is unreachable |
+//! | 12 | key mismatch: the peer presented another key than its record (possible impersonation) |
+//! | 13 | the peer's key changed since the last conversation, with no signed rotation |
+//! | 14 | the listener refused the conversation |
+//! | 15 | the conversation broke: the peer vanished or broke the protocol |
 
 use std::path::PathBuf;
 
@@ -37,6 +43,18 @@ pub const EXIT_INVALID_ANSWER: u8 = 7;
 pub const EXIT_POLICY: u8 = 8;
 /// Exit code: the domain has no PD node.
 pub const EXIT_NO_PD_NODE: u8 = 9;
+/// Exit code: the user is offline.
+pub const EXIT_OFFLINE: u8 = 10;
+/// Exit code: every endpoint of the user is unreachable.
+pub const EXIT_PEER_UNREACHABLE: u8 = 11;
+/// Exit code: the peer presented another key than its record.
+pub const EXIT_KEY_MISMATCH: u8 = 12;
+/// Exit code: the peer's key changed with no signed rotation.
+pub const EXIT_KEY_CHANGED: u8 = 13;
+/// Exit code: the listener refused the conversation.
+pub const EXIT_PEER_REFUSED: u8 = 14;
+/// Exit code: the conversation broke.
+pub const EXIT_CONVERSATION_BROKE: u8 = 15;
 
 /// A failed `chat` command.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +92,15 @@ pub enum ChatError {
     /// A local file holds something unusable.
     #[error("{0}")]
     Home(String),
+    /// A peer-to-peer conversation could not be opened or broke.
+    #[error(transparent)]
+    Peer(Box<crate::peer::PeerError>),
+}
+
+impl From<crate::peer::PeerError> for ChatError {
+    fn from(err: crate::peer::PeerError) -> Self {
+        Self::Peer(Box::new(err))
+    }
 }
 
 impl ChatError {
@@ -83,6 +110,7 @@ impl ChatError {
             Self::Usage(message) => (message.clone(), EXIT_USAGE),
             Self::Policy(message) => (message.clone(), EXIT_POLICY),
             Self::Client(err) => classify(err),
+            Self::Peer(err) => (err.to_string(), peer_exit_code(err)),
             other => (other.to_string(), EXIT_OTHER),
         };
         (one_line(&message), code)
@@ -93,6 +121,20 @@ impl ChatError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// The exit code of a failed conversation.
+pub fn peer_exit_code(err: &crate::peer::PeerError) -> u8 {
+    use crate::peer::PeerError as E;
+    match err {
+        E::Offline(_) => EXIT_OFFLINE,
+        E::Unreachable { .. } => EXIT_PEER_UNREACHABLE,
+        E::KeyMismatch { .. } => EXIT_KEY_MISMATCH,
+        E::KeyChanged { .. } => EXIT_KEY_CHANGED,
+        E::Refused { .. } => EXIT_PEER_REFUSED,
+        E::Protocol { .. } | E::Ended(_) => EXIT_CONVERSATION_BROKE,
+        E::Setup(_) => EXIT_OTHER,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The user's home: the identity key (`identity.key`, mode 0600), the configuration
-//! (`config.toml`: address, home server, CA file) and the cached lookup session
-//! (`session.json`, mode 0600).
+//! (`config.toml`: address, home server, CA file), the cached lookup session
+//! (`session.json`, mode 0600) and the keys remembered for peers (`known_peers`).
 //!
 //! With `--home DIR` everything lives in DIR; by default the configuration goes to the XDG
 //! config directory and the key and session to the XDG data directory. Keys are written with
@@ -25,6 +25,8 @@ pub const NEW_KEY_FILE: &str = "identity.key.new";
 pub const OLD_KEY_FILE: &str = "identity.key.old";
 /// File name of the configuration.
 pub const CONFIG_FILE: &str = "config.toml";
+/// File name of the keys remembered for peers.
+pub const KNOWN_PEERS_FILE: &str = "known_peers";
 /// File name of the cached session.
 pub const SESSION_FILE: &str = "session.json";
 
@@ -131,6 +133,11 @@ impl Home {
     /// Path of the cached session.
     pub fn session_path(&self) -> PathBuf {
         self.data_dir.join(SESSION_FILE)
+    }
+
+    /// Path of the keys remembered for peers (`known_peers`).
+    pub fn known_peers_path(&self) -> PathBuf {
+        self.data_dir.join(KNOWN_PEERS_FILE)
     }
 
     /// Path of the new key during a rotation.
@@ -342,7 +349,7 @@ fn create_dir(dir: &Path) -> Result<(), ChatError> {
 }
 
 /// Creates `path` (which must not exist) with mode 0600, writes `bytes` and syncs it.
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), ChatError> {
+pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), ChatError> {
     let context = || format!("failed to write {}", path.display());
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
@@ -361,7 +368,7 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), ChatError> {
 
 /// Replaces `path` with `bytes` (mode 0600): temporary file, fsync, rename, fsync of the
 /// directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ChatError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ChatError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

@@ -4,10 +4,15 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod account;
 pub mod cli;
 pub mod commands;
+mod connect;
+pub mod console;
 pub mod error;
 pub mod home;
+pub mod listen;
+pub mod peer;
 pub mod seq;
 pub mod settings;
 

@@ -1,6 +1,7 @@
 //! Validated settings: the loose command line turned into typed values (addresses, URLs,
 //! endpoints, durations) before any file is touched or any request is sent.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use url::Url;
 use crate::cli::{Cli, Command};
 use crate::error::ChatError;
 use crate::home::Home;
+use crate::listen::ListenOptions;
 
 /// Everything a command needs, checked.
 #[derive(Debug)]
@@ -62,6 +64,26 @@ pub enum Action {
     RotateKey,
     /// Delete the account (confirmed).
     DeleteAccount,
+    /// Accept conversations.
+    Listen(ListenOptions),
+    /// Talk with a user.
+    Connect(Address),
+    /// Accept a user's current key.
+    Trust {
+        /// The user.
+        address: Address,
+        /// The fingerprint the key must have.
+        fingerprint: Option<String>,
+    },
+    /// Show fingerprints (own when `None`).
+    Fingerprint(Option<Address>),
+    /// Export the chat certificate and key.
+    ExportCert {
+        /// Certificate file.
+        cert: PathBuf,
+        /// Key file.
+        key: PathBuf,
+    },
     /// Print shell completions.
     Completions(clap_complete::Shell),
 }
@@ -127,8 +149,58 @@ fn action(command: Command) -> Result<Action, ChatError> {
             }
             Action::DeleteAccount
         }
+        Command::Listen {
+            bind,
+            advertise,
+            allow,
+            ttl,
+        } => Action::Listen(ListenOptions {
+            bind: parse_bind(&bind)?,
+            advertise: advertise
+                .iter()
+                .map(|a| parse_advertise(a))
+                .collect::<Result<_, _>>()?,
+            allow: allow
+                .iter()
+                .map(|a| parse_address(a))
+                .collect::<Result<_, _>>()?,
+            ttl: parse_ttl(&ttl)?,
+        }),
+        Command::Connect { address } => Action::Connect(parse_address(&address)?),
+        Command::Trust {
+            address,
+            fingerprint,
+        } => Action::Trust {
+            address: parse_address(&address)?,
+            fingerprint,
+        },
+        Command::Fingerprint { address } => {
+            Action::Fingerprint(address.as_deref().map(parse_address).transpose()?)
+        }
+        Command::ExportCert { cert, key } => Action::ExportCert { cert, key },
         Command::Completions { shell } => Action::Completions(shell),
     })
+}
+
+fn parse_bind(input: &str) -> Result<SocketAddr, ChatError> {
+    input.parse().map_err(|_| {
+        ChatError::Usage(format!(
+            "invalid --bind {input:?}: expected IP:PORT, e.g. 0.0.0.0:7000 or [::]:0"
+        ))
+    })
+}
+
+fn parse_advertise(input: &str) -> Result<Endpoint, ChatError> {
+    let bad = |why: &str| ChatError::Usage(format!("invalid --advertise {input:?}: {why}"));
+    if input.contains("://") {
+        return Err(bad("expected HOST:PORT without a scheme"));
+    }
+    let endpoint = Endpoint::parse(&format!("tcp://{input}")).map_err(|e| bad(&e.to_string()))?;
+    let url = Url::parse(endpoint.as_str()).map_err(|e| bad(&e.to_string()))?;
+    if url.port().is_none_or(|port| port == 0) {
+        return Err(bad("a port from 1 to 65535 is required"));
+    }
+    Ok(endpoint)
 }
 
 fn parse_address(input: &str) -> Result<Address, ChatError> {
@@ -243,6 +315,47 @@ mod tests {
         usage_message(&["publish", "--endpoint", "no-port://x"]);
         usage_message(&["publish", "--endpoint", "tcp://a:1", "--ttl", "8days"]);
         usage_message(&["publish", "--endpoint", "tcp://a:1", "--ttl", "soon"]);
+    }
+
+    #[test]
+    fn listen_checks_its_options() {
+        match settings(&[
+            "listen",
+            "--bind",
+            "127.0.0.1:7000",
+            "--advertise",
+            "chat.example:7000",
+            "--advertise",
+            "[2001:db8::1]:7000",
+            "--allow",
+            "Bob@B.example",
+        ])
+        .unwrap()
+        .action
+        {
+            Action::Listen(options) => {
+                assert_eq!(options.bind, "127.0.0.1:7000".parse().unwrap());
+                let advertised: Vec<&str> =
+                    options.advertise.iter().map(Endpoint::as_str).collect();
+                assert_eq!(
+                    advertised,
+                    ["tcp://chat.example:7000", "tcp://[2001:db8::1]:7000"]
+                );
+                assert_eq!(options.allow[0].to_string(), "bob@b.example");
+                assert_eq!(options.ttl, Duration::from_secs(600));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(usage_message(&["listen", "--bind", "localhost"]).contains("--bind"));
+        assert!(usage_message(&["listen", "--advertise", "tcp://a:1"]).contains("scheme"));
+        assert!(usage_message(&["listen", "--advertise", "a.example"]).contains("port"));
+        assert!(usage_message(&["listen", "--advertise", "a.example:0"]).contains("port"));
+        assert!(usage_message(&["listen", "--allow", "nope"]).contains("invalid address"));
+        assert!(matches!(
+            settings(&["connect", "bob@b.example"]).unwrap().action,
+            Action::Connect(_)
+        ));
+        assert_eq!(settings(&["connect", "bob"]).unwrap_err().report().1, 2);
     }
 
     #[test]

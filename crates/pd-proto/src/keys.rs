@@ -193,6 +193,20 @@ impl SecretKey {
         )
     }
 
+    /// The key as a PKCS#8 v1 document (DER, RFC 8410: the seed without the public key),
+    /// the form TLS libraries and tools load ed25519 keys from. The bytes are secret: write
+    /// them only to private files.
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, KeyError> {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey as _, KeypairBytes};
+        let document = KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_der()
+        .map_err(|_| KeyError::SecretKey("cannot encode as PKCS#8"))?;
+        Ok(document.as_bytes().to_vec())
+    }
+
     /// Parses the text form written by [`SecretKey::to_text`].
     pub fn from_text(text: &str) -> Result<Self, KeyError> {
         let body = text

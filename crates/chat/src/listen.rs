@@ -1,0 +1,547 @@
+//! `chat listen`: accept conversations. Binds a port, publishes a signed presence record
+//! with the endpoints to the home node (and republishes it at half its lifetime), checks
+//! each connecting peer's claimed address through the home node, holds several
+//! conversations at once, and on exit says goodbye to every peer and withdraws the record.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pd_client::{ClientError, LookupMode};
+use pd_proto::wire::Source;
+use pd_proto::{Address, Endpoint, ProblemType};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::TlsAcceptor;
+
+use crate::account::{Account, is_problem};
+use crate::commands::rfc3339;
+use crate::console::{Console, HELP, Line, Signals, parse_line};
+use crate::error::ChatError;
+use crate::peer::PeerError;
+use crate::peer::cert::{IdentityCert, PeerCert};
+use crate::peer::frame::RefuseReason;
+use crate::peer::known::{KeyCheck, KnownPeers};
+use crate::peer::session::{self, Command, Event};
+
+/// At most this many connections (conversations and handshakes) at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time allowed for goodbyes when leaving.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait before retrying a failed republication.
+const REPUBLISH_RETRY: Duration = Duration::from_secs(30);
+
+/// What `chat listen` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Endpoints to publish instead of the detected ones (`HOST:PORT`).
+    pub advertise: Vec<Endpoint>,
+    /// Only these addresses may connect (everyone authenticated when empty).
+    pub allow: Vec<Address>,
+    /// Lifetime of the presence record.
+    pub ttl: Duration,
+}
+
+/// One open conversation.
+#[derive(Debug)]
+struct Conversation {
+    id: u64,
+    peer: Address,
+    commands: mpsc::Sender<Command>,
+}
+
+/// The open conversations and which one typed lines go to.
+#[derive(Debug, Default)]
+struct Conversations {
+    open: Vec<Conversation>,
+    current: Option<u64>,
+    /// Set once the listener is leaving: no more "now talking to" lines.
+    leaving: bool,
+}
+
+impl Conversations {
+    fn current(&self) -> Option<&Conversation> {
+        self.open.iter().find(|c| Some(c.id) == self.current)
+    }
+
+    /// Adds a conversation; an older one with the same peer is closed (the peer reconnected).
+    fn add(&mut self, conversation: Conversation, console: &mut Console<'_>) {
+        if let Some(index) = self.open.iter().position(|c| c.peer == conversation.peer) {
+            let old = self.open.remove(index);
+            let _ = old
+                .commands
+                .try_send(Command::Bye(Some("replaced by a new connection".into())));
+            if self.current == Some(old.id) {
+                self.current = Some(conversation.id);
+            }
+        }
+        if self.current.is_none() {
+            self.current = Some(conversation.id);
+            console.status(format!(
+                "talking to {} (type to send; /help for commands)",
+                conversation.peer
+            ));
+        }
+        self.open.push(conversation);
+    }
+
+    fn remove(&mut self, id: u64, console: &mut Console<'_>) {
+        self.open.retain(|c| c.id != id);
+        if self.current == Some(id) {
+            self.current = self.open.last().map(|c| c.id);
+            if self.leaving {
+                return;
+            }
+            match self.open.last() {
+                Some(next) => console.status(format!("now talking to {}", next.peer)),
+                None => console.status("no conversation left; waiting for peers"),
+            }
+        }
+    }
+}
+
+/// Runs `chat listen` until the user leaves or a signal arrives.
+pub(crate) async fn listen(
+    account: Account,
+    options: ListenOptions,
+    out: &mut dyn Write,
+) -> Result<(), ChatError> {
+    let mut console = Console::new(out);
+    let mut signals = Signals::new()?;
+    let account = Arc::new(account);
+    let identity = IdentityCert::new(account.key(), account.address())
+        .map_err(|e| PeerError::Setup(e.to_string()))?;
+    let acceptor = session::acceptor(&identity).map_err(|e| PeerError::Setup(e.to_string()))?;
+    let listener = TcpListener::bind(options.bind)
+        .await
+        .map_err(|e| PeerError::Setup(format!("cannot listen on {}: {e}", options.bind)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| PeerError::Setup(format!("cannot listen on {}: {e}", options.bind)))?;
+    let endpoints = if options.advertise.is_empty() {
+        detect_endpoints(&account, local, &mut console).await?
+    } else {
+        options.advertise.clone()
+    };
+    let published = account.publish(&endpoints, options.ttl).await?;
+    let shown: Vec<&str> = endpoints.iter().map(Endpoint::as_str).collect();
+    console.status(format!(
+        "listening as {} on {local}; published {} until {}",
+        account.address(),
+        shown.join(", "),
+        rfc3339(published.expires_at)
+    ));
+    if options.allow.is_empty() {
+        console.status("accepting every authenticated peer (restrict with --allow ADDRESS)");
+    }
+
+    let known = Arc::new(KnownPeers::new(account.home().clone()));
+    let allow = Arc::new(options.allow.clone());
+    let (events_tx, mut events) = mpsc::channel::<Event>(256);
+    let mut tasks = JoinSet::new();
+    let mut conversations = Conversations::default();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut next_id = 0_u64;
+    let mut republish_at = Instant::now() + options.ttl / 2;
+
+    let reason = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, from)) => {
+                    if tasks.len() >= MAX_CONNECTIONS {
+                        console.status(format!(
+                            "turned away a connection from {from}: {MAX_CONNECTIONS} are open"
+                        ));
+                        continue;
+                    }
+                    next_id += 1;
+                    let incoming = Incoming {
+                        id: next_id,
+                        from,
+                        acceptor: acceptor.clone(),
+                        account: Arc::clone(&account),
+                        known: Arc::clone(&known),
+                        allow: Arc::clone(&allow),
+                        events: events_tx.clone(),
+                    };
+                    tasks.spawn(incoming.run(tcp));
+                }
+                Err(e) => {
+                    console.status(format!("accepting a connection failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(event) = events.recv() => handle_event(event, &mut conversations, &mut console)?,
+            Some(_) = tasks.join_next() => {}
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match parse_line(&line) {
+                    Line::Empty => {}
+                    Line::Quit => break "quit",
+                    Line::Help => console.status(HELP),
+                    Line::Invalid(why) => console.status(why),
+                    Line::List => list(&conversations, &mut console),
+                    Line::To(address) => {
+                        match conversations.open.iter().find(|c| c.peer == address) {
+                            Some(c) => {
+                                conversations.current = Some(c.id);
+                                console.status(format!("now talking to {address}"));
+                            }
+                            None => console.status(format!("no conversation with {address} (/list)")),
+                        }
+                    }
+                    Line::Text(text) => send_text(&conversations, text, &mut console),
+                },
+                Ok(None) => break "end of input",
+                Err(e) => {
+                    console.status(format!("cannot read the input ({e}); leaving"));
+                    break "unreadable input";
+                }
+            },
+            () = sleep_until(republish_at) => {
+                match account.publish(&endpoints, options.ttl).await {
+                    Ok(_) => republish_at = Instant::now() + options.ttl / 2,
+                    Err(e) => {
+                        console.status(format!(
+                            "could not republish the presence record (retrying): {}",
+                            e.report().0
+                        ));
+                        republish_at = Instant::now() + REPUBLISH_RETRY.min(options.ttl / 4);
+                    }
+                }
+            }
+            signal = signals.recv() => break signal,
+        }
+    };
+
+    // Leaving: goodbye to every peer, then wait (a bounded time) for the conversations and
+    // handshakes still running to end.
+    console.status(format!(
+        "{reason}: saying goodbye to {} peer(s)",
+        conversations.open.len()
+    ));
+    conversations.leaving = true;
+    for conversation in &conversations.open {
+        let _ = conversation.commands.try_send(Command::Bye(None));
+    }
+    drop(events_tx);
+    let deadline = Instant::now() + GOODBYE_TIMEOUT;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Opened { commands, .. }) => {
+                    let _ = commands.try_send(Command::Bye(Some("leaving".into())));
+                }
+                Some(event) => handle_event(event, &mut conversations, &mut console)?,
+                None => break,
+            },
+            () = sleep_until(deadline) => {
+                console.status("some peers did not answer in time; closing anyway");
+                break;
+            }
+        }
+    }
+    tasks.shutdown().await;
+    match account.withdraw().await {
+        Ok(()) => {
+            console.status(format!(
+                "withdrew the presence record of {}",
+                account.address()
+            ));
+            Ok(())
+        }
+        Err(e) => Err(ChatError::Home(format!(
+            "could not withdraw the presence record (it stays valid until {}): {}",
+            rfc3339(published.expires_at),
+            e.report().0
+        ))),
+    }
+}
+
+fn handle_event(
+    event: Event,
+    conversations: &mut Conversations,
+    console: &mut Console<'_>,
+) -> Result<(), ChatError> {
+    match event {
+        Event::Opened {
+            id,
+            peer,
+            key,
+            from,
+            commands,
+        } => {
+            console.status(format!(
+                "{peer} connected from {from} (fingerprint {})",
+                key.fingerprint()
+            ));
+            conversations.add(Conversation { id, peer, commands }, console);
+        }
+        Event::Message(message) => console.message(&message.peer, &message.text)?,
+        Event::Ended { id, peer, end } => {
+            console.status(end.describe(&peer));
+            conversations.remove(id, console);
+        }
+        Event::Failed { from, failure, .. } => console.status(failure.describe(from)),
+    }
+    Ok(())
+}
+
+fn list(conversations: &Conversations, console: &mut Console<'_>) {
+    if conversations.open.is_empty() {
+        console.status("no conversations");
+        return;
+    }
+    let names: Vec<String> = conversations
+        .open
+        .iter()
+        .map(|c| {
+            if Some(c.id) == conversations.current {
+                format!("{} (current)", c.peer)
+            } else {
+                c.peer.to_string()
+            }
+        })
+        .collect();
+    console.status(format!("conversations: {}", names.join(", ")));
+}
+
+fn send_text(conversations: &Conversations, text: String, console: &mut Console<'_>) {
+    let Some(current) = conversations.current() else {
+        console.status("nobody to send to yet (no conversation open)");
+        return;
+    };
+    if let Err(why) = crate::peer::frame::check_text(&text) {
+        console.status(format!("not sent: {why}"));
+        return;
+    }
+    if current.commands.try_send(Command::Send(text)).is_err() {
+        console.status(format!(
+            "not sent: {} is not keeping up with the messages",
+            current.peer
+        ));
+    }
+}
+
+/// One incoming connection, from the handshake to the end of its conversation.
+struct Incoming {
+    id: u64,
+    from: SocketAddr,
+    acceptor: TlsAcceptor,
+    account: Arc<Account>,
+    known: Arc<KnownPeers>,
+    allow: Arc<Vec<Address>>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Incoming {
+    async fn run(self, tcp: TcpStream) {
+        let Self {
+            id,
+            from,
+            acceptor,
+            account,
+            known,
+            allow,
+            events,
+        } = self;
+        let deadline = Instant::now() + session::HANDSHAKE_TIMEOUT;
+        let opened = async {
+            let (cert, channel) = session::handshake(tcp, acceptor, deadline).await?;
+            let checked =
+                tokio::time::timeout_at(deadline, check_peer(&account, &known, &allow, &cert))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err((
+                            RefuseReason::LookupFailed,
+                            "the lookup of the address took too long".into(),
+                        ))
+                    });
+            let channel = session::answer(channel, &cert, checked, deadline).await?;
+            Ok((cert, channel))
+        };
+        match opened.await {
+            Err(failure) => {
+                let _ = events.send(Event::Failed { id, from, failure }).await;
+            }
+            Ok((cert, channel)) => {
+                let (commands_tx, commands) = mpsc::channel(64);
+                let opened = Event::Opened {
+                    id,
+                    peer: cert.address.clone(),
+                    key: cert.key,
+                    from,
+                    commands: commands_tx,
+                };
+                if events.send(opened).await.is_err() {
+                    return;
+                }
+                let end =
+                    session::converse(channel, id, cert.address.clone(), commands, events.clone())
+                        .await;
+                let _ = events
+                    .send(Event::Ended {
+                        id,
+                        peer: cert.address,
+                        end,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// The listener's checks of a connecting peer: the allow list, then a lookup of the claimed
+/// address through this account's home node (the key must be the certificate's), then the
+/// known-peers file.
+async fn check_peer(
+    account: &Account,
+    known: &KnownPeers,
+    allow: &[Address],
+    cert: &PeerCert,
+) -> Result<(), (RefuseReason, String)> {
+    let claimed = &cert.address;
+    if !allow.is_empty() && !allow.contains(claimed) {
+        return Err((RefuseReason::NotAllowed, String::new()));
+    }
+    let lookup = async |mode| {
+        account
+            .lookup(claimed, mode)
+            .await
+            .map_err(|err| match &err {
+                ChatError::Client(client) if is_problem(client, ProblemType::UnknownUser) => (
+                    RefuseReason::UnknownUser,
+                    format!("{claimed} is not registered"),
+                ),
+                other => (RefuseReason::LookupFailed, other.report().0),
+            })
+    };
+    let mut found = lookup(None).await?;
+    // A cached answer may predate a key rotation: ask the peer's home node again.
+    if *found.public_key() != cert.key
+        && matches!(found.response.source, Source::Cache | Source::Stale)
+    {
+        found = lookup(Some(LookupMode::Refresh)).await?;
+    }
+    let registered = *found.public_key();
+    if registered != cert.key {
+        eprintln!(
+            "* WARNING: possible impersonation: a peer claiming to be {claimed} presented key {}, \
+             but its home node vouches for key {}; refused",
+            cert.key.fingerprint(),
+            registered.fingerprint()
+        );
+        return Err((
+            RefuseReason::KeyMismatch,
+            format!(
+                "presented {}, registered {}",
+                cert.key.fingerprint(),
+                registered.fingerprint()
+            ),
+        ));
+    }
+    match known.check(claimed, &cert.key, |old| found.rotated_from(old).is_ok()) {
+        Ok(KeyCheck::FirstContact | KeyCheck::Known) => Ok(()),
+        Ok(KeyCheck::Rotated { previous }) => {
+            eprintln!(
+                "* {claimed} rotated its key from {} to {} (signed by the old key); remembered",
+                previous.fingerprint(),
+                cert.key.fingerprint()
+            );
+            Ok(())
+        }
+        Ok(KeyCheck::Changed { known }) => {
+            eprintln!(
+                "* WARNING: the key of {claimed} has changed: remembered {}, now {}, with no \
+                 rotation signed by the old key; refused. If {claimed} confirms the new \
+                 fingerprint by another way, run `chat trust {claimed}`",
+                known.fingerprint(),
+                cert.key.fingerprint()
+            );
+            Err((
+                RefuseReason::KeyChanged,
+                format!(
+                    "remembered {}, presented {}",
+                    known.fingerprint(),
+                    cert.key.fingerprint()
+                ),
+            ))
+        }
+        Err(e) => Err((RefuseReason::LookupFailed, e.report().0)),
+    }
+}
+
+/// The endpoints to publish when `--advertise` is not given: for a specific bind address,
+/// that address; for an unspecified one, the address the home node sees this client coming
+/// from (its reflexive address) and the address of the interface that reaches the home node.
+async fn detect_endpoints(
+    account: &Account,
+    local: SocketAddr,
+    console: &mut Console<'_>,
+) -> Result<Vec<Endpoint>, ChatError> {
+    let port = local.port();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if !local.ip().is_unspecified() {
+        ips.push(local.ip());
+    } else {
+        match account.reflexive_ip().await {
+            Ok(ip) => ips.push(ip),
+            Err(ChatError::Client(ClientError::Problem(problem))) if problem.status == 404 => {
+                console.status(
+                    "the home node does not tell clients their address (no /v1/whoami); \
+                     publishing the local address only",
+                );
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(ip) = interface_towards(account.server()).await
+            && !ips.contains(&ip)
+        {
+            ips.push(ip);
+        }
+    }
+    if ips.is_empty() {
+        return Err(PeerError::Setup(
+            "cannot tell which address to publish; pass --advertise HOST:PORT".into(),
+        )
+        .into());
+    }
+    ips.into_iter()
+        .map(|ip| {
+            Endpoint::parse(&format!("tcp://{}", SocketAddr::new(ip, port)))
+                .map_err(|e| PeerError::Setup(e.to_string()).into())
+        })
+        .collect()
+}
+
+/// The local address of the interface that routes to the home server (no packet is sent:
+/// connecting a UDP socket only picks the route).
+async fn interface_towards(server: &url::Url) -> Option<IpAddr> {
+    let host = server
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = server.port_or_known_default()?;
+    let target = timeout(
+        Duration::from_secs(3),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .next()?;
+    let any: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(any).await.ok()?;
+    socket.connect(target).await.ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
