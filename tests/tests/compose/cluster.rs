@@ -4,8 +4,10 @@
 //! (`down -v` and the images) when dropped, whatever happened.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -270,6 +272,37 @@ impl Cluster {
         run
     }
 
+    /// Starts `chat` in a client container with its input, output and errors piped, for
+    /// conversations (`chat listen`, `chat connect`).
+    pub(crate) fn spawn_chat(&self, client: &str, user: &str, args: &[&str]) -> Interactive {
+        let home = format!("/home/pd/{user}");
+        let child = Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                self.id(client),
+                "/usr/local/bin/chat",
+                "--home",
+                &home,
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("failed to run docker exec");
+        Interactive::new(format!("{client}: chat ({user}) {}", args.join(" ")), child)
+    }
+
+    /// The address of a container on one of the project's networks (`clients`, ...).
+    pub(crate) fn ip(&self, service: &str, network: &str) -> String {
+        let format = format!(
+            "{{{{(index .NetworkSettings.Networks \"{}_{network}\").IPAddress}}}}",
+            self.project
+        );
+        self.docker(&["inspect", "-f", &format, self.id(service)])
+    }
+
     /// Runs `pd-server` in a node's container (with the node's configuration).
     pub(crate) fn pd_server(&self, node: &str, args: &[&str]) -> Run {
         let mut command = vec!["/usr/local/bin/pd-server"];
@@ -492,4 +525,105 @@ fn build_static_binaries() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     target_dir.join(TARGET).join("debug")
+}
+
+/// A process in a container that the test talks to through pipes (`docker exec -i`).
+/// Killed when dropped (the `docker exec` client; the process in the container ends with
+/// its input or with the project).
+pub(crate) struct Interactive {
+    what: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Interactive {
+    fn new(what: String, mut child: Child) -> Self {
+        let collect = |mut pipe: Box<dyn Read + Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = Arc::clone(&text);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&chunk);
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
+        Self {
+            what,
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What was printed so far on (stdout, stderr).
+    pub(crate) fn output(&self) -> (String, String) {
+        let read = |t: &Arc<Mutex<String>>| t.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (read(&self.stdout), read(&self.stderr))
+    }
+
+    /// Waits until stdout (or stderr, with `on_stderr`) contains `needle`.
+    pub(crate) fn wait_for(&self, needle: &str, on_stderr: bool, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (stdout, stderr) = self.output();
+            let text = if on_stderr { &stderr } else { &stdout };
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {needle:?} within {limit:?}\nstdout: {stdout}\nstderr: {stderr}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends one line of input.
+    pub(crate) fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("input still open");
+        writeln!(stdin, "{line}").expect("write to the process");
+        stdin.flush().expect("flush the process's input");
+    }
+
+    /// Closes the input and waits (at most `limit`) for the exit code.
+    pub(crate) fn finish(&mut self, limit: Duration) -> Option<i32> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the process") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}: {:?}",
+                self.what,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }

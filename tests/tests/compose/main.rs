@@ -74,7 +74,8 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    println!("\nrunning {} tests", selected.len());
+    let plural = if selected.len() == 1 { "" } else { "s" };
+    println!("\nrunning {} test{plural}", selected.len());
     if selected.is_empty() {
         println!("\ntest result: ok. 0 passed; 0 failed\n");
         return ExitCode::SUCCESS;

@@ -166,13 +166,52 @@ pub(crate) fn cross_node_lookups(cluster: &mut Cluster) {
     chat_exchange(cluster);
 }
 
-/// Hook for the peer-to-peer part of scenario 1: once `chat listen` and
-/// `chat connect ADDRESS` exist, bob starts `chat listen` in his container (with
-/// `docker exec -d`), alice runs `chat connect bob@b.test` in hers, and the test checks that
-/// each one's message reached the other, container to container. Until then the scenario
-/// stops at the lookups, which is what `chat connect` starts with.
-fn chat_exchange(_cluster: &Cluster) {
-    eprintln!("  note: chat message exchange not checked yet (needs `chat listen`/`chat connect`)");
+/// The peer-to-peer part of scenario 1: ben@b.test (in bob's container) listens on the
+/// `clients` network and publishes that endpoint; ann@a.test (in alice's container) looks
+/// him up through her node, connects to him directly, container to container, and they
+/// exchange a line each way. (Users of their own, so that the listener's presence records
+/// do not touch the shared users' records.)
+fn chat_exchange(cluster: &Cluster) {
+    let talk = Duration::from_secs(20);
+    register(
+        cluster,
+        "alice",
+        "ann",
+        "ann@a.test",
+        "tcp://198.51.100.4:7004",
+    );
+    register(
+        cluster,
+        "bob",
+        "ben",
+        "ben@b.test",
+        "tcp://198.51.100.5:7005",
+    );
+    let advertise = format!("{}:7000", cluster.ip("bob", "clients"));
+    let mut listener = cluster.spawn_chat(
+        "bob",
+        "ben",
+        &[
+            "listen",
+            "--bind",
+            "0.0.0.0:7000",
+            "--advertise",
+            &advertise,
+        ],
+    );
+    listener.wait_for("; published", true, talk);
+
+    let mut talker = cluster.spawn_chat("alice", "ann", &["connect", "ben@b.test"]);
+    talker.wait_for("connected to ben@b.test", true, talk);
+    talker.send_line("hello ben, from a.test");
+    listener.wait_for("ann@a.test: hello ben, from a.test\n", false, talk);
+    listener.wait_for("ann@a.test connected from", true, talk);
+    listener.send_line("hello ann, from b.test");
+    talker.wait_for("ben@b.test: hello ann, from b.test\n", false, talk);
+    assert_eq!(talker.finish(talk), Some(0), "{:?}", talker.output());
+    listener.wait_for("ann@a.test left", true, talk);
+    listener.send_line("/quit");
+    assert_eq!(listener.finish(talk), Some(0), "{:?}", listener.output());
 }
 
 /// Scenario 2: the community (a.test, b.test) federates; the open outsider c.test is
