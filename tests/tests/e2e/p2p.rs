@@ -513,3 +513,53 @@ fn the_channel_is_standard_tls_1_3_for_a_stock_client() {
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+#[test]
+fn refusals_and_unreachable_peers_are_one_clear_line_each() {
+    let nodes = pair();
+    let alice = user("alice@a.test", &nodes.a);
+    let bob = user("bob@b.test", &nodes.b);
+
+    // The listener accepts only Carol.
+    let listener = listen(&bob, &["--allow", "carol@a.test"]);
+    let out = alice.run_with_input(&["connect", "bob@b.test"], "hi\n");
+    assert_eq!(out.code, 14, "{out:#?}");
+    assert!(
+        out.stderr.contains(
+            "error: bob@b.test refused the conversation: you are not on its list of allowed peers"
+        ),
+        "{out:#?}"
+    );
+    listener.wait_stderr("refused alice@a.test");
+    assert_eq!(listener.stdout(), "");
+    drop(listener);
+
+    // Every endpoint closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    bob.run(&["publish", "--endpoint", &format!("tcp://127.0.0.1:{port}")])
+        .success();
+    alice.run(&["lookup", "bob@b.test", "--refresh"]).success();
+    let out = alice.run_with_input(&["connect", "bob@b.test"], "hi\n");
+    assert_eq!(out.code, 11, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("error: could not reach bob@b.test at any of its endpoints"),
+        "{out:#?}"
+    );
+
+    // Unknown users and a home node that is down.
+    let out = alice.run(&["connect", "nobody@b.test"]);
+    assert_eq!(out.code, 3, "{out:#?}");
+    let Pair { mut a, .. } = nodes;
+    a.kill();
+    let out = alice.run(&["connect", "bob@b.test"]);
+    assert_eq!(out.code, 4, "{out:#?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    assert!(
+        out.stderr
+            .starts_with("error: cannot reach the home server"),
+        "{out:#?}"
+    );
+}
