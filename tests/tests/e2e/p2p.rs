@@ -563,3 +563,23 @@ fn refusals_and_unreachable_peers_are_one_clear_line_each() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn the_listener_republishes_its_record_before_it_expires() {
+    let nodes = pair();
+    let alice = user("alice@a.test", &nodes.a);
+    let bob = user("bob@b.test", &nodes.b);
+    let expiry = || {
+        alice
+            .run(&["lookup", "bob@b.test", "--json", "--refresh"])
+            .success()
+            .json()["expires_at"]
+            .as_u64()
+    };
+    let _listener = listen(&bob, &["--ttl", "4s"]);
+    let first = expiry().expect("online after listen");
+    // Republished at half the lifetime: still online after the first record expired.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let later = expiry().expect("still online after the first record's lifetime");
+    assert!(later > first, "{later} should be after {first}");
+}
