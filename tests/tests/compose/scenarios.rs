@@ -300,9 +300,13 @@ fn out_of_reach(cluster: &Cluster, cut: impl FnOnce(), heal: impl FnOnce()) {
     let again = lookup(cluster, "alice", "ghost2@b.test", &[]).code(6);
     assert!(again.elapsed < COLD_LOOKUP_BOUND, "{again}");
 
-    // The admin surface shows a.test backing off from b.test, with the error.
-    let state = peer(cluster, "a", "b.test");
-    assert_eq!(state["state"], "backing_off", "{state}");
+    // The admin surface shows a.test backing off from b.test, with the error. (The backoff
+    // lasts at most 3s here; a failed lookup right before the look starts a new one.)
+    let state = eventually(Duration::from_secs(15), "b.test backing off", || {
+        lookup(cluster, "alice", "ghost3@b.test", &[]).code(6);
+        let state = peer(cluster, "a", "b.test");
+        (state["state"] == "backing_off").then_some(state)
+    });
     assert!(state["failures"].as_u64().unwrap_or(0) >= 1, "{state}");
     assert!(state["retry_in_secs"].is_u64(), "{state}");
     assert!(state["last_error"].is_string(), "{state}");
@@ -387,6 +391,15 @@ pub(crate) fn durability(cluster: &mut Cluster) {
     assert_eq!(source(&local), "local", "{local}");
 }
 
+/// Sets the flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// One lookup made during the rolling restart.
 #[derive(Debug)]
 struct Observed {
@@ -405,6 +418,7 @@ pub(crate) fn rolling_restart(cluster: &mut Cluster) {
     refreshed(cluster, "alice", "bob@b.test");
     refreshed(cluster, "bob", "alice@a.test");
 
+    let t0 = Instant::now();
     let done = AtomicBool::new(false);
     let observed = Mutex::new(Vec::new());
     let mut windows = Vec::new();
@@ -429,14 +443,32 @@ pub(crate) fn rolling_restart(cluster: &mut Cluster) {
                 }
             });
         }
+        // The lookup threads stop when this scope ends, also when it ends in a panic.
+        let _stop = StopOnDrop(&done);
+        // As an operator would: the next node restarts only once the previous one is
+        // healthy and both clients have been answered since (a restarted node starts with
+        // an empty cache, and only what it has cached can cover the next node's downtime).
+        let settled = |since: Instant| {
+            eventually(Duration::from_secs(30), "lookups to succeed again", || {
+                let seen = observed.lock().unwrap_or_else(|e| e.into_inner());
+                ["alice", "bob"]
+                    .iter()
+                    .all(|client| {
+                        seen.iter().any(|o| {
+                            o.client == *client && o.started > since && o.run.code == Some(0)
+                        })
+                    })
+                    .then_some(())
+            });
+        };
+        settled(Instant::now());
         for node in ["a", "b", "c"] {
-            std::thread::sleep(Duration::from_secs(2));
             let begin = Instant::now();
             cluster.restart(node);
-            windows.push((node, begin, Instant::now()));
+            let end = Instant::now();
+            windows.push((node, begin, end));
+            settled(end);
         }
-        std::thread::sleep(Duration::from_secs(2));
-        done.store(true, Ordering::SeqCst);
     });
 
     let observed = observed.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -452,14 +484,30 @@ pub(crate) fn rolling_restart(cluster: &mut Cluster) {
         match o.run.code {
             Some(0) => {}
             Some(4) if during(o, home) => {}
-            _ => errors.push(o.run.to_string()),
+            _ => errors.push(format!(
+                "at {:.1}s-{:.1}s: {}",
+                (o.started - t0).as_secs_f64(),
+                (o.ended - t0).as_secs_f64(),
+                o.run
+            )),
         }
     }
+    let restarts: Vec<String> = windows
+        .iter()
+        .map(|(n, b, e)| {
+            format!(
+                "{n} {:.1}s-{:.1}s",
+                (*b - t0).as_secs_f64(),
+                (*e - t0).as_secs_f64()
+            )
+        })
+        .collect();
     assert!(
         errors.is_empty(),
-        "{} of {} lookups failed where a stale answer could have answered:\n{}",
+        "{} of {} lookups failed where a stale answer could have answered (restarts: {}):\n{}",
         errors.len(),
         observed.len(),
+        restarts.join(", "),
         errors.join("\n")
     );
     // Each side was actually asked while the other side's node was down.
