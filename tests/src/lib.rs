@@ -102,6 +102,8 @@ pub struct NodeOptions {
     /// A configuration file (`--config`); the command-line flags still set the domain,
     /// listen address and data directory.
     pub config: Option<PathBuf>,
+    /// Static routes to other nodes (`--peer DOMAIN=URL`).
+    pub peers: Vec<(String, String)>,
 }
 
 /// A certificate and key for a node to serve HTTPS with; the certificate is also the CA its
@@ -151,6 +153,9 @@ impl Node {
         let mut command = Command::new(&binaries().pd_server);
         if let Some(config) = &options.config {
             command.arg("--config").arg(config);
+        }
+        for (domain, url) in &options.peers {
+            command.arg("--peer").arg(format!("{domain}={url}"));
         }
         if let Some(tls) = &options.tls {
             command
@@ -359,6 +364,208 @@ fn read_log(
     }
 }
 
+/// Two federated nodes for `domain_a` and `domain_b` on loopback, each with a static route
+/// to the other (plain HTTP, allowed for configured peers). The ports are picked before
+/// either node starts, since each must name the other's.
+pub fn federated_pair(a: (&Path, &str), b: (&Path, &str)) -> anyhow::Result<(Node, Node)> {
+    let free_port = || -> anyhow::Result<SocketAddr> {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Ok(socket.local_addr()?)
+    };
+    let (addr_a, addr_b) = (free_port()?, free_port()?);
+    let options = |peer: &str, addr: SocketAddr| NodeOptions {
+        peers: vec![(peer.to_owned(), format!("http://{addr}"))],
+        ..NodeOptions::default()
+    };
+    let node_a = Node::spawn(a.0, a.1, addr_a, options(b.1, addr_b))?;
+    let node_b = Node::spawn(b.0, b.1, addr_b, options(a.1, addr_a))?;
+    Ok((node_a, node_b))
+}
+
+/// A long-running `chat` process (`listen` or `connect`) with its input held open by the
+/// test and its output collected; killed on drop.
+#[derive(Debug)]
+pub struct ChatProcess {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// How long [`ChatProcess`] waits for expected output.
+pub const CHAT_WAIT: Duration = Duration::from_secs(30);
+
+impl ChatProcess {
+    /// Starts `chat --home HOME args...` with piped input and output.
+    pub fn start(home: &ChatHome, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(&binaries().chat)
+            .arg("--home")
+            .arg(home.path())
+            .args(args)
+            .env_remove("CHAT_HOME")
+            .env_remove("CHAT_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("failed to start chat")?;
+        let stdin = child.stdin.take();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let sink = Arc::clone(&stdout);
+            readers.push(std::thread::spawn(move || collect(out, &sink)));
+        }
+        if let Some(err) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            readers.push(std::thread::spawn(move || collect(err, &sink)));
+        }
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            readers,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// What the process printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Types one line.
+    pub fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().context("the input is closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Closes the input (end of input).
+    pub fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .context("failed to run kill")?;
+        if !status.success() {
+            bail!("kill -{name} failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// Waits until stdout contains `needle`; panics with both streams otherwise.
+    pub fn wait_stdout(&self, needle: &str) -> String {
+        self.wait_for(needle, true)
+    }
+
+    /// Waits until stderr contains `needle`; panics with both streams otherwise.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        self.wait_for(needle, false)
+    }
+
+    fn wait_for(&self, needle: &str, stdout: bool) -> String {
+        let deadline = Instant::now() + CHAT_WAIT;
+        loop {
+            let text = if stdout { self.stdout() } else { self.stderr() };
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "chat did not print {needle:?} on {} in {CHAT_WAIT:?}\nstdout:\n{}\nstderr:\n{}",
+                    if stdout { "stdout" } else { "stderr" },
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The endpoint `chat listen` reported listening on (`... on 127.0.0.1:PORT; ...`).
+    pub fn listening_port(&self) -> u16 {
+        let text = self.wait_stderr("; published");
+        text.split(" on ")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .map(|addr| addr.port())
+            .unwrap_or_else(|| panic!("no listening address in {text:?}"))
+    }
+
+    /// Waits for the process to exit (killing it after `CHAT_WAIT`) and returns its exit
+    /// code with everything it printed.
+    pub fn wait(mut self) -> ChatOutput {
+        self.close_input();
+        let deadline = Instant::now() + CHAT_WAIT;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.code().unwrap_or(-1),
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "chat did not exit in {CHAT_WAIT:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.stdout(),
+                        self.stderr()
+                    );
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(25)),
+                Err(e) => panic!("failed to wait for chat: {e}"),
+            }
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        ChatOutput {
+            code: status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for ChatProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(mut source: impl std::io::Read, sink: &Mutex<String>) {
+    let mut buf = [0_u8; 4096];
+    loop {
+        match source.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if let Ok(mut text) = sink.lock() {
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        }
+    }
+}
+
 /// The address in the node's start-up line (`... node started listen.addr=127.0.0.1:1234`,
 /// text or JSON log format).
 pub fn listen_addr(line: &str) -> Option<SocketAddr> {
@@ -414,6 +621,36 @@ impl ChatHome {
     /// The home directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Runs `chat --home <this home> args...` with `input` on stdin.
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> ChatOutput {
+        use std::io::Write as _;
+        let mut child = match Command::new(&binaries().chat)
+            .arg("--home")
+            .arg(self.dir.path())
+            .args(args)
+            .env_remove("CHAT_HOME")
+            .env_remove("CHAT_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => panic!("failed to run chat: {e}"),
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        match child.wait_with_output() {
+            Ok(output) => ChatOutput {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            },
+            Err(e) => panic!("failed to run chat: {e}"),
+        }
     }
 
     /// Runs `chat --home <this home> args...`.

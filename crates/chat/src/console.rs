@@ -98,6 +98,8 @@ impl<'a> Console<'a> {
 #[derive(Debug)]
 pub struct Signals {
     #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     hangup: tokio::signal::unix::Signal,
@@ -112,7 +114,10 @@ impl Signals {
             let install = |kind| {
                 signal(kind).map_err(|e| ChatError::io("failed to install a signal handler", e))
             };
+            // Each signal has one stream for the whole session, so a signal that arrives
+            // while the owner is busy is kept, not lost.
             Ok(Self {
+                interrupt: install(SignalKind::interrupt())?,
                 term: install(SignalKind::terminate())?,
                 hangup: install(SignalKind::hangup())?,
             })
@@ -126,7 +131,7 @@ impl Signals {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => "interrupted",
+                _ = self.interrupt.recv() => "interrupted",
                 _ = self.term.recv() => "terminated",
                 _ = self.hangup.recv() => "the terminal closed",
             }

@@ -161,7 +161,7 @@ pub(crate) async fn listen(
                         continue;
                     }
                     next_id += 1;
-                    let incoming = Incoming {
+                    let connection = Connection {
                         id: next_id,
                         from,
                         acceptor: acceptor.clone(),
@@ -170,7 +170,7 @@ pub(crate) async fn listen(
                         allow: Arc::clone(&allow),
                         events: events_tx.clone(),
                     };
-                    tasks.spawn(incoming.run(tcp));
+                    tasks.spawn(connection.run(tcp));
                 }
                 Err(e) => {
                     console.status(format!("accepting a connection failed: {e}"));
@@ -329,7 +329,7 @@ fn send_text(conversations: &Conversations, text: String, console: &mut Console<
 }
 
 /// One incoming connection, from the handshake to the end of its conversation.
-struct Incoming {
+struct Connection {
     id: u64,
     from: SocketAddr,
     acceptor: TlsAcceptor,
@@ -339,7 +339,7 @@ struct Incoming {
     events: mpsc::Sender<Event>,
 }
 
-impl Incoming {
+impl Connection {
     async fn run(self, tcp: TcpStream) {
         let Self {
             id,

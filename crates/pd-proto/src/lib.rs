@@ -1,11 +1,13 @@
-//! Protocol types of the PD network: `name@host` addresses, ed25519 keys, signed records
-//! and the JSON messages of the HTTP API. This crate does no I/O; the server and the
-//! clients share it so that the wire format is defined in exactly one place.
+//! Protocol types of the PD network: `name@host` addresses, ed25519 keys, signed records,
+//! the JSON messages of the HTTP API and the frames of the chat channel. This crate does no
+//! I/O; the server and the clients share it so that the wire format is defined in exactly
+//! one place.
 
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;
+pub mod chat;
 pub mod keys;
 pub mod node_auth;
 #[cfg(feature = "openapi")]

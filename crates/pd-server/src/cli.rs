@@ -1,5 +1,5 @@
 //! The command line of the `pd-server` binary: `run` (the default), `check-config`,
-//! `doctor`, `healthcheck`, `invite create`, `trust explain|export|import`,
+//! `doctor`, `healthcheck`, `backup`, `invite create`, `trust explain|export|import`,
 //! `server-key rotate|show` and `migrate`. The global settings can also come from the
 //! environment (`PD_CONFIG`, `PD_DOMAIN`, `PD_LISTEN`, `PD_DATA_DIR`, `PD_STORE`,
 //! `PD_TLS_CERT`, `PD_TLS_KEY`), as in a container; a flag wins over its variable.
@@ -18,7 +18,7 @@ use pd_proto::Host;
 use crate::config::{Config, LogFormat, Overrides};
 use crate::server_keys::{self, ServerKeys};
 use crate::store::{Store, StoreSpec};
-use crate::{Server, doctor, healthcheck, registry};
+use crate::{Server, backup, doctor, healthcheck, registry};
 
 /// A PD node: accounts, presence records and lookups for one domain.
 #[derive(Debug, Parser)]
@@ -86,6 +86,14 @@ enum Command {
         /// How long to wait for the answer.
         #[arg(long, default_value = "5s")]
         timeout: humantime::Duration,
+    },
+    /// Write a consistent copy of the data directory (database snapshot, server key and
+    /// retired keys) into DIR, which must be new or empty; safe while the node runs.
+    /// Restore by replacing the data directory with DIR while the node is stopped.
+    Backup {
+        /// Where to write the copy.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Manage invite tokens.
     #[command(subcommand)]
@@ -223,6 +231,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 println!("{}", body.trim_end());
             }
+            Ok(())
+        }
+        Command::Backup { dir } => {
+            let to = dir.clone();
+            let written = tokio::task::spawn_blocking(move || backup::backup(&config, &to))
+                .await
+                .context("backup task failed")??;
+            let mut parts = vec![format!("pd.sqlite3 ({} bytes)", written.database_bytes)];
+            if written.server_key {
+                parts.push("server.key".into());
+            }
+            if written.retired_keys > 0 {
+                parts.push(format!("{} retired key(s)", written.retired_keys));
+            }
+            eprintln!("backed up to {}: {}", dir.display(), parts.join(", "));
             Ok(())
         }
         Command::Trust(command) => trust(&config, command).await,

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod doctor;

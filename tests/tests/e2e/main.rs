@@ -5,6 +5,7 @@ mod bad_input;
 mod chat_flow;
 mod durability;
 mod invite;
+mod p2p;
 mod tls;
 
 use pd_e2e::{ChatHome, Node};

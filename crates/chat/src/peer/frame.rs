@@ -1,96 +1,19 @@
-//! The message protocol inside the TLS channel: length-prefixed JSON frames, their types and
-//! limits, and the codec that reads and writes them (`federation-spec.md`, "Peer-to-peer
-//! chat").
+//! The message protocol inside the TLS channel on the wire: the codec that reads and writes
+//! the length-prefixed JSON frames of `pd_proto::chat` (`federation-spec.md` section 12.4).
 //!
 //! A frame is a 4-byte big-endian length `L` (1 ≤ L ≤ [`MAX_FRAME_LEN`]) followed by `L` bytes
 //! of one UTF-8 JSON object with a `type` member. Anything else ends the session.
 
 use bytes::{Buf as _, BufMut as _, BytesMut};
-use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Version of the frame protocol sent in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Largest frame body, in bytes.
-pub const MAX_FRAME_LEN: usize = 64 * 1024;
-/// Largest message text, in bytes of UTF-8.
-pub const MAX_TEXT_LEN: usize = 16 * 1024;
-/// Largest `agent`, `reason` or `detail` string, in bytes.
-pub const MAX_NOTE_LEN: usize = 256;
+pub use pd_proto::chat::{
+    Frame, MAX_FRAME_LEN, MAX_NOTE_LEN, MAX_TEXT_LEN, PROTOCOL_VERSION, RefuseReason, check_text,
+};
 
-/// One frame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Frame {
-    /// Opens the conversation: sent by the listener once it accepted the connecting peer,
-    /// then by the connecting peer in answer.
-    Hello {
-        /// The frame protocol version.
-        version: u32,
-        /// The software, e.g. `chat/0.1.0`.
-        #[serde(default)]
-        agent: String,
-    },
-    /// Sent by the listener instead of `hello` when it does not accept the peer; the
-    /// listener then closes the connection.
-    Refuse {
-        /// Why, as a machine-readable word.
-        reason: RefuseReason,
-        /// Why, in words.
-        #[serde(default)]
-        detail: String,
-    },
-    /// One line of text.
-    Msg {
-        /// The text: no control characters except tab.
-        text: String,
-    },
-    /// Keeps the session alive; carries nothing.
-    Ping,
-    /// Ends the session; the sender closes the connection after it.
-    Bye {
-        /// Why, when not simply because the user left.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-}
-
-/// Why a listener refused a connecting peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RefuseReason {
-    /// The listener accepts only some addresses, not this one.
-    NotAllowed,
-    /// The claimed address does not exist.
-    UnknownUser,
-    /// The claimed address is registered with another key than the one presented.
-    KeyMismatch,
-    /// The listener remembers another key for this address and no signed rotation links it
-    /// to the presented key.
-    KeyChanged,
-    /// The listener could not look the address up (its home node failed, or federation
-    /// policy refused it).
-    LookupFailed,
-    /// The listener is shutting down.
-    ShuttingDown,
-    /// Any other reason (a newer peer's reason this version does not know).
-    #[serde(other)]
-    Other,
-}
-
-impl RefuseReason {
-    /// The reason in words, for messages.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::NotAllowed => "you are not on its list of allowed peers",
-            Self::UnknownUser => "its home node does not know your address",
-            Self::KeyMismatch => "your key is not the key registered for your address",
-            Self::KeyChanged => "it remembers another key for your address",
-            Self::LookupFailed => "it could not look your address up",
-            Self::ShuttingDown => "it is shutting down",
-            Self::Other => "for a reason this version does not know",
-        }
-    }
+/// The `hello` of this client.
+pub fn hello() -> Frame {
+    Frame::hello(concat!("chat/", env!("CARGO_PKG_VERSION")))
 }
 
 /// Why a frame could not be read or written.
@@ -115,70 +38,6 @@ impl FrameError {
     /// Whether the error is the peer breaking the protocol (rather than the network failing).
     pub fn is_protocol(&self) -> bool {
         matches!(self, Self::BadLength(_) | Self::Malformed(_))
-    }
-}
-
-/// Whether `text` may be sent as a message.
-pub fn check_text(text: &str) -> Result<(), String> {
-    if text.is_empty() {
-        return Err("empty message".into());
-    }
-    if text.len() > MAX_TEXT_LEN {
-        return Err(format!(
-            "message of {} bytes (the limit is {MAX_TEXT_LEN})",
-            text.len()
-        ));
-    }
-    if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\t') {
-        return Err(format!("message contains the control character {c:?}"));
-    }
-    Ok(())
-}
-
-fn check_note(what: &str, text: &str) -> Result<(), String> {
-    if text.len() > MAX_NOTE_LEN {
-        return Err(format!("{what} longer than {MAX_NOTE_LEN} bytes"));
-    }
-    if text.chars().any(char::is_control) {
-        return Err(format!("{what} contains control characters"));
-    }
-    Ok(())
-}
-
-impl Frame {
-    /// Checks the limits the JSON shape cannot express.
-    pub fn check(&self) -> Result<(), String> {
-        match self {
-            Self::Hello { agent, .. } => check_note("agent", agent),
-            Self::Refuse { detail, .. } => check_note("detail", detail),
-            Self::Msg { text } => check_text(text),
-            Self::Ping => Ok(()),
-            Self::Bye { reason } => reason
-                .as_deref()
-                .map_or(Ok(()), |reason| check_note("reason", reason)),
-        }
-    }
-
-    /// A `bye` with a reason cut to the limit.
-    pub fn bye(reason: Option<&str>) -> Self {
-        Self::Bye {
-            reason: reason.map(|r| {
-                let clean: String = r.chars().filter(|c| !c.is_control()).collect();
-                let mut end = clean.len().min(MAX_NOTE_LEN);
-                while !clean.is_char_boundary(end) {
-                    end -= 1;
-                }
-                clean[..end].to_owned()
-            }),
-        }
-    }
-
-    /// The `hello` of this software.
-    pub fn hello() -> Self {
-        Self::Hello {
-            version: PROTOCOL_VERSION,
-            agent: concat!("chat/", env!("CARGO_PKG_VERSION")).to_owned(),
-        }
     }
 }
 
@@ -256,7 +115,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_match_the_spec_examples() {
         for frame in [
-            Frame::hello(),
+            hello(),
             Frame::Refuse {
                 reason: RefuseReason::KeyMismatch,
                 detail: "d".into(),
@@ -336,18 +195,5 @@ mod tests {
                 detail: String::new()
             })
         );
-    }
-
-    #[test]
-    fn text_rules() {
-        assert!(check_text("hello, world").is_ok());
-        assert!(check_text("tab\tok").is_ok());
-        assert!(check_text("").is_err());
-        assert!(check_text("bell\u{7}").is_err());
-        assert!(check_text("c1\u{85}").is_err());
-        assert!(check_text(&"é".repeat(MAX_TEXT_LEN / 2)).is_ok());
-        assert!(check_text(&"é".repeat(MAX_TEXT_LEN / 2 + 1)).is_err());
-        let bye = Frame::bye(Some(&"é".repeat(MAX_NOTE_LEN)));
-        assert!(bye.check().is_ok());
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::codec::Framed;
 
 use crate::peer::PeerError;
 use crate::peer::cert::{IdentityCert, PeerCert, read_peer_cert};
-use crate::peer::frame::{Frame, FrameCodec, FrameError, RefuseReason};
+use crate::peer::frame::{self, Frame, FrameCodec, FrameError, RefuseReason};
 use crate::peer::tls::{self, ALPN, ListenerVerifier};
 
 /// Time allowed for a TCP connection to one endpoint.
@@ -213,7 +213,7 @@ pub async fn connect(
         let mut channel = Framed::new(tls, FrameCodec);
         return match timeout(HANDSHAKE_TIMEOUT, channel.next()).await {
             Ok(Some(Ok(Frame::Hello { .. }))) => {
-                send(&mut channel, Frame::hello())
+                send(&mut channel, frame::hello())
                     .await
                     .map_err(|e| unreachable_at(peer, endpoint, &e))?;
                 Ok((channel, endpoint.as_str().to_owned()))
@@ -401,7 +401,7 @@ where
         peer: cert.address.clone(),
         detail,
     };
-    send(&mut channel, Frame::hello())
+    send(&mut channel, frame::hello())
         .await
         .map_err(hello_failed)?;
     match tokio::time::timeout_at(deadline, channel.next()).await {

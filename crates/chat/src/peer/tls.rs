@@ -212,3 +212,115 @@ pub fn client_config(
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use pd_proto::{Address, SecretKey};
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::*;
+
+    fn identity(key: &SecretKey, address: &str) -> IdentityCert {
+        IdentityCert::new(key, &Address::parse(address).unwrap()).unwrap()
+    }
+
+    async fn handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+    ) -> (Result<(), String>, Result<(), String>) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from("peer.invalid").unwrap();
+        let (client, server) = tokio::join!(
+            TlsConnector::from(client).connect(name, a),
+            TlsAcceptor::from(server).accept(b)
+        );
+        (
+            client.map(drop).map_err(|e| e.to_string()),
+            server.map(drop).map_err(|e| e.to_string()),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_listener_must_hold_the_expected_key() {
+        let bob = SecretKey::generate();
+        let alice = identity(&SecretKey::generate(), "alice@a.example");
+        let server = server_config(&identity(&bob, "bob@b.example")).unwrap();
+
+        let verifier = ListenerVerifier::new(bob.public());
+        let client = client_config(&alice, verifier.clone()).unwrap();
+        let (client_side, server_side) = handshake(server.clone(), client).await;
+        assert_eq!((client_side, server_side), (Ok(()), Ok(())));
+
+        let someone_else = SecretKey::generate().public();
+        let verifier = ListenerVerifier::new(someone_else);
+        let client = client_config(&alice, verifier.clone()).unwrap();
+        let (client_side, _) = handshake(server, client).await;
+        assert!(client_side.is_err());
+        assert_eq!(verifier.presented(), Some(bob.public()));
+    }
+
+    /// A listener that copies Bob's certificate but does not hold Bob's key cannot complete
+    /// the handshake: the key comparison passes, the handshake signature does not.
+    #[tokio::test]
+    async fn a_copied_certificate_without_its_key_fails_the_handshake_signature() {
+        #[derive(Debug)]
+        struct Fixed(Arc<CertifiedKey>);
+        impl ResolvesServerCert for Fixed {
+            fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+                Some(Arc::clone(&self.0))
+            }
+        }
+
+        let bob = SecretKey::generate();
+        let copied = identity(&bob, "bob@b.example");
+        let attacker = identity(&SecretKey::generate(), "bob@b.example");
+        let signer =
+            rustls::crypto::ring::sign::any_supported_type(&attacker.private_key()).unwrap();
+        let forged = Arc::new(CertifiedKey::new(vec![copied.cert.clone()], signer));
+        let mut server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(ConnectorVerifier::new())
+            .with_cert_resolver(Arc::new(Fixed(forged)));
+        server.alpn_protocols = vec![ALPN.to_vec()];
+
+        let verifier = ListenerVerifier::new(bob.public());
+        let alice = identity(&SecretKey::generate(), "alice@a.example");
+        let client = client_config(&alice, verifier.clone()).unwrap();
+        let (client_side, server_side) = handshake(Arc::new(server), client).await;
+        let err = client_side.unwrap_err();
+        assert!(err.contains("BadSignature"), "{err}");
+        assert!(server_side.is_err());
+        assert_eq!(verifier.presented(), Some(bob.public()));
+    }
+
+    #[tokio::test]
+    async fn the_listener_requires_a_client_certificate_and_tls_1_3() {
+        let bob = SecretKey::generate();
+        let server = server_config(&identity(&bob, "bob@b.example")).unwrap();
+        let anonymous = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(ListenerVerifier::new(bob.public()))
+            .with_no_client_auth();
+        let (_, server_side) = handshake(server.clone(), Arc::new(anonymous)).await;
+        assert!(
+            server_side.is_err(),
+            "a client without a certificate got in"
+        );
+
+        let alice = identity(&SecretKey::generate(), "alice@a.example");
+        let old = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(ListenerVerifier::new(bob.public()))
+            .with_client_auth_cert(vec![alice.cert.clone()], alice.private_key())
+            .unwrap();
+        let (client_side, server_side) = handshake(server, Arc::new(old)).await;
+        assert!(client_side.is_err() && server_side.is_err());
+    }
+}

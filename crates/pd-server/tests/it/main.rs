@@ -2,6 +2,7 @@
 //! (or PostgreSQL, in `store` and `replicas`), driven over HTTP with real signatures.
 
 mod accounts;
+mod backup;
 mod cli;
 mod doctor;
 mod federation;
