@@ -18,6 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Config;
 use crate::server_keys::{CURRENT_KEY_FILE, RETIRED_DIR};
+use crate::store::StoreSpec;
 
 /// How long the snapshot waits for the node's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,7 +39,13 @@ pub struct Backup {
 /// Writes a backup of `config`'s data directory into `dest`, which must not exist yet or be
 /// empty.
 pub fn backup(config: &Config, dest: &Path) -> anyhow::Result<Backup> {
-    let db = config.db_path();
+    let db = match config.store_spec() {
+        StoreSpec::Sqlite(path) => path,
+        StoreSpec::Postgres(_) => bail!(
+            "this node's store is PostgreSQL, which holds the server key too: back the \
+             database up with PostgreSQL's tools (pg_dump), see deploy/replicas.md"
+        ),
+    };
     if !db.exists() {
         bail!(
             "there is no database in {} (wrong --config or --data-dir?)",

@@ -1,8 +1,8 @@
 //! The command line of the `pd-server` binary: `run` (the default), `check-config`,
-//! `doctor`, `healthcheck`, `backup`, `invite create`, `trust explain|export|import` and
-//! `server-key rotate|show`. The global settings can also come from the environment
-//! (`PD_CONFIG`, `PD_DOMAIN`, `PD_LISTEN`, `PD_DATA_DIR`, `PD_TLS_CERT`, `PD_TLS_KEY`), as
-//! in a container; a flag wins over its variable.
+//! `doctor`, `healthcheck`, `backup`, `invite create`, `trust explain|export|import`,
+//! `server-key rotate|show` and `migrate`. The global settings can also come from the
+//! environment (`PD_CONFIG`, `PD_DOMAIN`, `PD_LISTEN`, `PD_DATA_DIR`, `PD_STORE`,
+//! `PD_TLS_CERT`, `PD_TLS_KEY`), as in a container; a flag wins over its variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use pd_proto::Host;
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::server_keys::{self, ServerKeys};
-use crate::store::Store;
+use crate::store::{Store, StoreSpec};
 use crate::{Server, backup, doctor, healthcheck, registry};
 
 /// A PD node: accounts, presence records and lookups for one domain.
@@ -38,6 +38,16 @@ pub struct Cli {
     /// Data directory (overrides the file).
     #[arg(long, global = true, env = "PD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Store: a postgres:// URL (shared by replicas) or an SQLite file (overrides the
+    /// file; default: the embedded database in the data directory).
+    #[arg(
+        long,
+        global = true,
+        env = "PD_STORE",
+        hide_env_values = true,
+        value_name = "URL|PATH"
+    )]
+    store: Option<StoreSpec>,
     /// PEM certificate chain; serve HTTPS (with --tls-key).
     #[arg(long, global = true, env = "PD_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -94,6 +104,19 @@ enum Command {
     /// Manage the server key that signs node-to-node requests.
     #[command(subcommand)]
     ServerKey(ServerKeyCommand),
+    /// Copy every account, presence record, rotation proof, session, invite and kept trust
+    /// list from one store into another, empty one, in one transaction (stop the node
+    /// first). Moving into PostgreSQL also stores the data directory's server key there,
+    /// so the domain keeps its key.
+    Migrate {
+        /// The store to copy from: an SQLite file (`sqlite:PATH` or a path) or a
+        /// postgres:// URL.
+        #[arg(long, value_name = "URL|PATH")]
+        from: StoreSpec,
+        /// The store to copy into (created and migrated if needed; must hold no accounts).
+        #[arg(long, value_name = "URL|PATH")]
+        to: StoreSpec,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +203,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         domain: cli.domain,
         listen: cli.listen,
         data_dir: cli.data_dir,
+        store: cli.store,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,
         peers: cli.peers,
@@ -225,13 +249,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Trust(command) => trust(&config, command).await,
-        Command::ServerKey(command) => server_key(&config, command),
+        Command::ServerKey(command) => server_key(&config, command).await,
+        Command::Migrate { from, to } => migrate(&config, &from, &to).await,
         Command::Invite(InviteCommand::Create { expires }) => {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-            let store = Store::open(&config.db_path()).with_context(|| {
-                format!("failed to open the store in {}", config.data_dir.display())
-            })?;
+            let spec = config.store_spec();
+            let store = Store::connect(&spec)
+                .await
+                .with_context(|| format!("failed to open the store {spec}"))?;
             let token = registry::create_invite(&store, *expires).await?;
             store.close().await?;
             #[allow(clippy::print_stdout)]
@@ -264,12 +288,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `policy` with the copies of its subscribed lists kept in the node's store (when the
 /// node has a store and the policy subscribes to any list).
 async fn with_kept_lists(config: &Config, policy: TrustPolicy) -> anyhow::Result<TrustPolicy> {
-    let db = config.db_path();
-    if policy.local().subscriptions.is_empty() || !db.exists() {
+    let spec = config.store_spec();
+    let missing = matches!(&spec, StoreSpec::Sqlite(path) if !path.exists());
+    if policy.local().subscriptions.is_empty() || missing {
         return Ok(policy);
     }
-    let store = Store::open(&db)
-        .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?;
+    let store = Store::connect(&spec)
+        .await
+        .with_context(|| format!("failed to open the store {spec}"))?;
     let trust = Trust::new(policy);
     restore_archived(&trust, &store).await;
     store.close().await.context("failed to close the store")?;
@@ -355,19 +381,33 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
 
 /// Runs a `server-key` subcommand; output goes to stdout.
 #[allow(clippy::print_stdout)]
-fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Result<()> {
+async fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Result<()> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let spec = config.store_spec();
+    let shared = if spec.is_shared() {
+        Some(
+            Store::connect(&spec)
+                .await
+                .with_context(|| format!("failed to open the store {spec}"))?,
+        )
+    } else {
+        None
+    };
+    let max_age = config.federation.max_request_age;
     match command {
         ServerKeyCommand::Rotate => {
-            let rotated = server_keys::rotate(&config.data_dir, now).with_context(|| {
-                format!(
-                    "failed to rotate the server key in {}",
-                    config.data_dir.display()
-                )
-            })?;
+            let rotated = match &shared {
+                Some(store) => server_keys::rotate_shared(store, max_age, now).await?,
+                None => server_keys::rotate(&config.data_dir, now).with_context(|| {
+                    format!(
+                        "failed to rotate the server key in {}",
+                        config.data_dir.display()
+                    )
+                })?,
+            };
             println!("{}", rotated.new_key_id);
             match &rotated.retired {
                 Some(old) => eprintln!(
@@ -382,8 +422,10 @@ fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Result<()> 
             }
         }
         ServerKeyCommand::Show => {
-            let keys =
-                ServerKeys::inspect(&config.data_dir, config.federation.max_request_age, now)?;
+            let keys = match &shared {
+                Some(store) => server_keys::inspect_shared(store, max_age, now).await?,
+                None => ServerKeys::inspect(&config.data_dir, max_age, now)?,
+            };
             let current = keys.current_public();
             println!("{} {}", keys.current_id(), current.fingerprint());
             for retired in keys.retired() {
@@ -396,6 +438,69 @@ fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Result<()> 
             }
         }
     }
+    Ok(())
+}
+
+/// Runs `migrate`: copies everything from `from` into the empty store `to`.
+async fn migrate(config: &Config, from: &StoreSpec, to: &StoreSpec) -> anyhow::Result<()> {
+    if from == to {
+        return Err(anyhow!("--from and --to name the same store"));
+    }
+    if let StoreSpec::Sqlite(path) = from
+        && !path.exists()
+    {
+        return Err(anyhow!("{} does not exist", path.display()));
+    }
+    let source = Store::connect(from)
+        .await
+        .with_context(|| format!("failed to open {from}"))?;
+    let target = Store::connect(to)
+        .await
+        .with_context(|| format!("failed to open {to}"))?;
+    let dump = source
+        .export()
+        .await
+        .with_context(|| format!("failed to read {from}"))?;
+    let (accounts, sessions, invites, lists) = (
+        dump.accounts.len(),
+        dump.sessions.len(),
+        dump.invites.len(),
+        dump.trust_lists.len(),
+    );
+    let records = dump
+        .accounts
+        .iter()
+        .filter(|a| a.presence.is_some())
+        .count();
+    target
+        .import(dump)
+        .await
+        .with_context(|| format!("failed to write {to}"))?;
+    eprintln!(
+        "copied {accounts} accounts ({records} with a presence record), {sessions} sessions, \
+         {invites} invites and {lists} kept trust lists from {from} to {to}"
+    );
+    if target.is_shared() {
+        match server_keys::read_current(&config.data_dir)? {
+            Some(key) => {
+                let stored = target.shared_server_keys(key.to_text()).await?;
+                if stored.current.trim() == key.to_text().trim() {
+                    eprintln!(
+                        "stored the server key of {} in the database",
+                        config.data_dir.display()
+                    );
+                } else {
+                    eprintln!("warning: the database already holds another server key; it stays");
+                }
+            }
+            None => eprintln!(
+                "note: no server key in {}; the first replica to start creates one",
+                config.data_dir.display()
+            ),
+        }
+    }
+    source.close().await?;
+    target.close().await?;
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use pd_federation::trust::TrustConfig;
 use pd_proto::Host;
 use serde::Deserialize;
 
+use crate::store::StoreSpec;
+
 /// Why a configuration could not be loaded or is not acceptable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -149,12 +151,19 @@ impl Default for RateLimit {
 pub struct CacheConfig {
     /// Most accounts kept in memory. Default: 100000.
     pub max_accounts: u64,
+    /// With the shared (PostgreSQL) store: how long a replica answers lookups of its users
+    /// from memory before reading the account again. A write made through another replica
+    /// shows in this replica's lookups at most this late. Ignored with the embedded store,
+    /// where the one node sees every write at once. Default: "2s".
+    #[serde(with = "humantime_serde")]
+    pub shared_ttl: Duration,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_accounts: 100_000,
+            shared_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -169,6 +178,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory holding the database and the server key. Default: "./pd-data".
     pub data_dir: PathBuf,
+    /// Where accounts and records are stored: a `postgres://user:password@host/db` URL
+    /// selects PostgreSQL, shared by several replicas of the domain (which then also share
+    /// the server key, kept in the database); an SQLite file path selects that file.
+    /// Default: none, the embedded SQLite database `pd.sqlite3` in `data_dir`.
+    pub store: Option<StoreSpec>,
     /// Who may register: "open", "invite" or "closed". Default: "open".
     pub registration: RegistrationPolicy,
     /// Who may look up users: "users" (a session token is needed) or "public". Default: "users".
@@ -216,6 +230,7 @@ impl Default for Config {
             domain: default_domain(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./pd-data"),
+            store: None,
             registration: RegistrationPolicy::default(),
             lookup_access: LookupAccess::default(),
             tls: None,
@@ -248,6 +263,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--store`.
+    pub store: Option<StoreSpec>,
     /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
@@ -309,6 +326,9 @@ impl Config {
         if let Some(dir) = o.data_dir {
             self.data_dir = dir;
         }
+        if let Some(store) = o.store {
+            self.store = Some(store);
+        }
         self.federation.peers.extend(o.peers);
         match (o.tls_cert, o.tls_key) {
             (Some(cert), Some(key)) => self.tls = Some(TlsConfig { cert, key }),
@@ -351,6 +371,9 @@ impl Config {
         }
         if self.cache.max_accounts == 0 {
             return bad("cache.max_accounts must be at least 1");
+        }
+        if self.cache.shared_ttl > Duration::from_secs(3600) {
+            return bad("cache.shared_ttl must be at most 1h");
         }
         if let Some(tls) = &self.tls
             && (tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty())
@@ -398,9 +421,16 @@ impl Config {
         }
     }
 
-    /// Path of the SQLite database.
+    /// Path of the embedded SQLite database in the data directory.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("pd.sqlite3")
+    }
+
+    /// The store in use: `store` if set, else the embedded database in the data directory.
+    pub fn store_spec(&self) -> StoreSpec {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreSpec::Sqlite(self.db_path()))
     }
 
     /// Path of the server key.
@@ -434,6 +464,7 @@ mod tests {
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
         assert_eq!(c.cache.max_accounts, 100_000);
         assert!(c.tls.is_none());
+        assert!(!c.store_spec().is_shared());
     }
 
     #[test]
@@ -448,6 +479,7 @@ mod tests {
             trusted_proxies = ["10.0.0.0/8", "::1/128"]
             session_ttl = "30m"
             log_format = "json"
+            store = "postgres://pd@db.internal/pd"
             [tls]
             cert = "cert.pem"
             key = "key.pem"
@@ -459,6 +491,7 @@ mod tests {
             burst = 3
             [cache]
             max_accounts = 10
+            shared_ttl = "500ms"
             "#,
         )
         .unwrap();
@@ -468,8 +501,10 @@ mod tests {
         assert_eq!(c.trusted_proxies.len(), 2);
         assert_eq!(c.session_ttl, Duration::from_secs(1800));
         assert_eq!(c.log_format, LogFormat::Json);
-        assert_eq!(c.tls.unwrap().cert, PathBuf::from("cert.pem"));
+        assert_eq!(c.tls.as_ref().unwrap().cert, PathBuf::from("cert.pem"));
         assert_eq!(c.limits.request_timeout, Duration::from_secs(2));
+        assert!(c.store_spec().is_shared());
+        assert_eq!(c.cache.shared_ttl, Duration::from_millis(500));
     }
 
     #[test]
@@ -484,6 +519,7 @@ mod tests {
             ("[limits]\nmax_body_bytes = 10", "max_body_bytes"),
             ("session_ttl = \"0s\"", "session_ttl"),
             ("trusted_proxies = [\"10.0.0.1/99\"]", "trusted_proxies"),
+            ("store = \"postgres://db:port/pd\"", "store"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");

@@ -181,16 +181,43 @@ pub async fn diagnose(config: &Config, policy: TrustPolicy, target: &Host) -> Re
     }
 }
 
+/// The current server key kept in the shared store, if any.
+async fn shared_key(spec: &crate::store::StoreSpec) -> anyhow::Result<Option<pd_proto::SecretKey>> {
+    use anyhow::Context as _;
+    let store = crate::store::Store::connect(spec)
+        .await
+        .with_context(|| format!("failed to open the store {spec}"))?;
+    let keys = store.read_server_keys().await;
+    store.close().await?;
+    keys?
+        .map(|k| {
+            pd_proto::SecretKey::from_text(k.current.trim())
+                .context("failed to parse the server key stored in the database")
+        })
+        .transpose()
+}
+
 async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, target: &Host) {
     let origin = &config.domain;
 
     // config: the server key this node signs with and the outbound client.
-    let key = match server_keys::read_current(&config.data_dir) {
+    let spec = config.store_spec();
+    let current = if spec.is_shared() {
+        shared_key(&spec).await
+    } else {
+        server_keys::read_current(&config.data_dir)
+    };
+    let key = match current {
         Ok(Some(key)) => key,
         Ok(None) => {
+            let place = if spec.is_shared() {
+                spec.to_string()
+            } else {
+                config.data_dir.display().to_string()
+            };
             steps.fail(
                 "config",
-                format!("no server key in {}", config.data_dir.display()),
+                format!("no server key in {place}"),
                 "run doctor with the node's own configuration (--config, or --data-dir): it \
                  signs with the node's server.key, which the node creates when it first starts"
                     .into(),

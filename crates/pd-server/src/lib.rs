@@ -1,8 +1,8 @@
 //! The PD node: a federated peer-discovery server, as a library with a thin binary.
 //!
 //! [`Server::bind`] starts a node from a [`Config`]; [`http::router`] is the HTTP API over
-//! an [`AppState`]; [`registry::Registry`] holds the domain logic over the SQLite
-//! [`store::Store`].
+//! an [`AppState`]; [`registry::Registry`] holds the domain logic over the
+//! [`store::Store`] (embedded SQLite, or PostgreSQL shared by several replicas).
 
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -5,7 +5,16 @@
 //! (404), the payload decodes, names the path address and verifies under the account key
 //! (400), its content is acceptable (400), and its `seq` is above the stored one (409).
 //! Nothing changes on any error. The store repeats the `seq` check as a compare-and-set
-//! inside its transaction, so concurrent writes cannot both win.
+//! inside its transaction, so concurrent writes cannot both win, on one node or across
+//! replicas sharing a PostgreSQL store.
+//!
+//! Caching rule: signed operations always read the account from the store, so their
+//! checks see every committed write whichever replica made it. Lookups read through the
+//! in-memory account cache, which the writing node updates as it commits; with a shared
+//! store, a cached account is read again after `cache.shared_ttl`, which bounds how late a
+//! write made through another replica shows in this replica's lookups. Sessions are stored
+//! (by the hash of the token) and cached per node; a session is valid on every replica
+//! and ends with the account's key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +25,7 @@ use pd_proto::records::check_fresh;
 use pd_proto::signed::SignedError;
 use pd_proto::wire::{AccountInfo, PublishResponse, RegisterRequest, RotateRequest};
 use pd_proto::{
-    Address, Deletion, Host, KeyError, Login, Presence, PublicKey, Record, RecordError,
+    Address, Deletion, Host, KeyError, Login, Name, Presence, PublicKey, Record, RecordError,
     RotationProof, Signed, Withdrawal, now_micros,
 };
 use rand::RngCore;
@@ -132,6 +141,8 @@ pub struct Session {
     pub address: Address,
     /// The key the user logged in with; the session ends when the account key changes.
     pub key: PublicKey,
+    /// Unix seconds after which the session is over.
+    pub expires_at: u64,
 }
 
 /// Settings of the registry.
@@ -145,6 +156,9 @@ pub struct RegistryOptions {
     pub session_ttl: Duration,
     /// Most accounts cached in memory.
     pub max_accounts: u64,
+    /// How long an account is answered from memory before it is read again; `None` keeps
+    /// it until it is evicted (a store no other node writes to).
+    pub account_ttl: Option<Duration>,
 }
 
 /// Accounts, presence and sessions of this node's users.
@@ -163,7 +177,7 @@ fn now_secs() -> u64 {
     now_micros() / 1_000_000
 }
 
-/// Hash under which an invite token is stored.
+/// Hash under which an invite or session token is stored.
 pub fn invite_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -228,7 +242,13 @@ impl CachedAccount {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store, opts: RegistryOptions) -> Self {
-        let accounts = Cache::builder().max_capacity(opts.max_accounts).build();
+        let accounts = match opts.account_ttl {
+            Some(ttl) => Cache::builder()
+                .max_capacity(opts.max_accounts)
+                .time_to_live(ttl)
+                .build(),
+            None => Cache::builder().max_capacity(opts.max_accounts).build(),
+        };
         let sessions = Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(opts.session_ttl)
@@ -263,8 +283,14 @@ impl Registry {
         if let Some(hit) = self.accounts.get(name).await {
             return Ok(Some(hit));
         }
+        self.load(name).await
+    }
+
+    /// Reads an account from the store and puts it in the cache.
+    async fn load(&self, name: &str) -> Result<Option<Arc<CachedAccount>>, StoreError> {
         let _shared = self.write_lock.read().await;
         let Some(row) = self.store.account(name).await? else {
+            self.accounts.invalidate(name).await;
             return Ok(None);
         };
         let account = Arc::new(CachedAccount::from_row(row)?);
@@ -332,8 +358,9 @@ impl Registry {
         if !self.is_local(address) {
             return Err(RegistryError::WrongDomain(address.clone()));
         }
+        // Read from the store, not the cache: another replica may have changed the account.
         let account = self
-            .account(address)
+            .load(address.name().as_str())
             .await?
             .ok_or_else(|| RegistryError::UnknownUser(address.clone()))?;
         let record = signed.verify(&account.key, address).map_err(signed_error)?;
@@ -516,15 +543,21 @@ impl Registry {
             last_seq: login.seq,
             ..(*account).clone()
         };
-        self.commit(&address, &account, login.seq, Change::Touch, Some(updated))
-            .await?;
         let token = random_token();
+        let expires_at = now_secs().saturating_add(self.opts.session_ttl.as_secs());
+        let change = Change::Login {
+            token_hash: invite_hash(&token),
+            expires_at,
+        };
+        self.commit(&address, &account, login.seq, change, Some(updated))
+            .await?;
         self.sessions
             .insert(
                 token.clone(),
                 Arc::new(Session {
                     address,
                     key: account.key,
+                    expires_at,
                 }),
             )
             .await;
@@ -534,9 +567,35 @@ impl Registry {
     /// The session of a bearer token, if it is known, unexpired, and its account still
     /// exists with the same key.
     pub async fn session(&self, token: &str) -> Result<Option<Arc<Session>>, StoreError> {
-        let Some(session) = self.sessions.get(token).await else {
-            return Ok(None);
+        let session = match self.sessions.get(token).await {
+            Some(session) => session,
+            None => {
+                // Opened on another replica, or before a restart.
+                let Some(row) = self.store.session(invite_hash(token)).await? else {
+                    return Ok(None);
+                };
+                let Ok(address) = Name::parse(&row.name)
+                    .and_then(|name| Address::new(name, self.opts.domain.clone()))
+                else {
+                    return Ok(None);
+                };
+                let key = PublicKey::from_bytes(&row.public_key)
+                    .map_err(|e| StoreError::Corrupt(format!("session key: {e}")))?;
+                let session = Arc::new(Session {
+                    address,
+                    key,
+                    expires_at: row.expires_at,
+                });
+                self.sessions
+                    .insert(token.to_owned(), Arc::clone(&session))
+                    .await;
+                session
+            }
         };
+        if session.expires_at <= now_secs() {
+            self.sessions.invalidate(token).await;
+            return Ok(None);
+        }
         match self.account(&session.address).await? {
             Some(account) if account.key == session.key => Ok(Some(session)),
             _ => {

@@ -21,7 +21,7 @@ use crate::config::{Config, TlsConfig};
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
-use crate::server_keys::ServerKeys;
+use crate::server_keys::{self, ServerKeys};
 use crate::state::{AppState, Shared};
 use crate::store::Store;
 use crate::{admin, http};
@@ -67,33 +67,39 @@ impl Server {
         let http_addr = listener
             .local_addr()
             .context("failed to read the listener's address")?;
-        let server_keys = ServerKeys::load(
-            &config.data_dir,
-            config.federation.max_request_age,
-            pd_proto::now_micros() / 1_000_000,
-        )
-        .with_context(|| {
-            format!(
-                "failed to load the server keys in {}",
-                config.data_dir.display()
+        let spec = config.store_spec();
+        let store = Store::connect(&spec)
+            .await
+            .with_context(|| format!("failed to open the store {spec}"))?;
+        let now = pd_proto::now_micros() / 1_000_000;
+        let server_keys = if store.is_shared() {
+            server_keys::load_shared(
+                &store,
+                &config.data_dir,
+                config.federation.max_request_age,
+                now,
             )
-        })?;
+            .await?
+        } else {
+            ServerKeys::load(&config.data_dir, config.federation.max_request_age, now)
+                .with_context(|| {
+                    format!(
+                        "failed to load the server keys in {}",
+                        config.data_dir.display()
+                    )
+                })?
+        };
         tracing::info!(
             key_id = %server_keys.current_id(),
             retired = server_keys.retired().len(),
+            store = %spec,
             "server keys loaded"
         );
-        let db_path = config.db_path();
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
-            .await
-            .context("store task failed")?
-            .with_context(|| {
-                format!("failed to open the store in {}", config.data_dir.display())
-            })?;
         let tls = match &config.tls {
             Some(tls) => Some(load_tls(tls)?),
             None => None,
         };
+        let store_is_shared = store.is_shared();
         let registry = Arc::new(Registry::new(
             store,
             RegistryOptions {
@@ -101,6 +107,7 @@ impl Server {
                 registration: config.registration,
                 session_ttl: config.session_ttl,
                 max_accounts: config.cache.max_accounts,
+                account_ttl: store_is_shared.then_some(config.cache.shared_ttl),
             },
         ));
         let admin_listener = match config.admin_listen {

@@ -12,6 +12,12 @@
 //! publishes, besides it, each retired key until its retirement time plus the maximum
 //! request age. Retired keys past that are deleted. A running node keeps its keys until it
 //! is restarted.
+//!
+//! With the shared (PostgreSQL) store the keys live in the database instead, so every
+//! replica of the domain signs with the same key and publishes the same keys
+//! ([`load_shared`], [`rotate_shared`]). The first replica to start stores the data
+//! directory's `server.key` if it has one (a node moving from the embedded store keeps its
+//! key), or a new key; later replicas use the stored one.
 
 use std::fs;
 use std::io::Write as _;
@@ -22,6 +28,8 @@ use anyhow::{Context as _, anyhow};
 use pd_proto::node_auth::server_key_id;
 use pd_proto::wire::ServerKey;
 use pd_proto::{PublicKey, SecretKey};
+
+use crate::store::{SharedServerKeys, Store};
 
 /// How long after a request for `/.well-known/pd` the current key is declared valid.
 pub const CURRENT_KEY_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -204,6 +212,107 @@ impl ServerKeys {
         );
         keys
     }
+}
+
+impl ServerKeys {
+    /// The keys as the shared store keeps them, with the retired keys still valid at `now`.
+    pub fn from_shared(
+        shared: &SharedServerKeys,
+        max_request_age: Duration,
+        now: u64,
+    ) -> anyhow::Result<Self> {
+        let current = SecretKey::from_text(shared.current.trim())
+            .context("failed to parse the server key stored in the database")?;
+        let mut retired = Vec::new();
+        for (public_key, retired_at) in &shared.retired {
+            let public_key = public_key
+                .parse::<PublicKey>()
+                .map_err(|e| anyhow!("invalid retired server key in the database: {e}"))?;
+            let key = RetiredKey {
+                public_key,
+                retired_at: *retired_at,
+            };
+            if key.public_key == current.public()
+                || key.retired_at.saturating_add(max_request_age.as_secs()) <= now
+            {
+                continue;
+            }
+            retired.push(key);
+        }
+        retired.sort_by_key(|k| std::cmp::Reverse(k.retired_at));
+        Ok(Self {
+            current,
+            retired,
+            max_request_age,
+        })
+    }
+}
+
+/// Loads the server keys from the shared store, storing the data directory's current key
+/// (or a new one) first if the store has none yet. All replicas get the same keys.
+pub async fn load_shared(
+    store: &Store,
+    data_dir: &Path,
+    max_request_age: Duration,
+    now: u64,
+) -> anyhow::Result<ServerKeys> {
+    let candidate = match read_current(data_dir)? {
+        Some(key) => key,
+        None => SecretKey::generate(),
+    };
+    let shared = store
+        .shared_server_keys(candidate.to_text())
+        .await
+        .context("failed to load the server key from the database")?;
+    ServerKeys::from_shared(&shared, max_request_age, now)
+}
+
+/// Reads the server keys from the shared store without creating any.
+pub async fn inspect_shared(
+    store: &Store,
+    max_request_age: Duration,
+    now: u64,
+) -> anyhow::Result<ServerKeys> {
+    let shared = store
+        .read_server_keys()
+        .await
+        .context("failed to read the server key from the database")?
+        .ok_or_else(|| {
+            anyhow!("no server key in the database yet (it is stored on first start)")
+        })?;
+    ServerKeys::from_shared(&shared, max_request_age, now)
+}
+
+/// Replaces the shared current key with a new one, keeping the old one as retired at `now`
+/// and forgetting retired keys older than `max_request_age`. Running replicas sign with the
+/// old key until they are restarted.
+pub async fn rotate_shared(
+    store: &Store,
+    max_request_age: Duration,
+    now: u64,
+) -> anyhow::Result<Rotated> {
+    let new = SecretKey::generate();
+    let old = store
+        .rotate_server_key(
+            new.to_text(),
+            now,
+            now.saturating_sub(max_request_age.as_secs()),
+        )
+        .await
+        .context("failed to rotate the server key in the database")?;
+    let retired = match old {
+        Some(text) => Some(RetiredKey {
+            public_key: SecretKey::from_text(text.trim())
+                .context("failed to parse the server key stored in the database")?
+                .public(),
+            retired_at: now,
+        }),
+        None => None,
+    };
+    Ok(Rotated {
+        new_key_id: server_key_id(&new.public()),
+        retired,
+    })
 }
 
 /// The outcome of a [`rotate`].

@@ -13,6 +13,9 @@ use crate::registry::RegistryError;
 #[derive(Debug, Clone)]
 pub struct InternalError(pub String);
 
+/// `Retry-After` (seconds) of the answer when the database is unavailable.
+const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 /// An error answered with a problem document.
 #[derive(Debug)]
 pub struct ApiError {
@@ -40,6 +43,21 @@ impl ApiError {
             detail: "the node failed to handle the request".into(),
             internal: Some(cause.to_string()),
             retry_after: None,
+        }
+    }
+
+    /// A store failure: 503 `unavailable` (with `Retry-After`) when the database cannot be
+    /// reached, a generic 500 otherwise; the log sees the cause either way.
+    pub fn store(cause: crate::store::StoreError) -> Self {
+        if cause.is_unavailable() {
+            Self {
+                kind: ProblemType::Unavailable,
+                detail: "the node's database is unavailable; retry shortly".into(),
+                internal: Some(cause.to_string()),
+                retry_after: Some(STORE_RETRY_AFTER_SECS),
+            }
+        } else {
+            Self::internal(cause)
         }
     }
 
@@ -93,6 +111,10 @@ impl IntoResponse for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
+        let e = match e {
+            RegistryError::Store(store) => return Self::store(store),
+            other => other,
+        };
         let kind = match &e {
             RegistryError::WrongDomain(_) => ProblemType::WrongDomain,
             RegistryError::InvalidRequest(_) => ProblemType::InvalidRequest,
@@ -105,7 +127,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NameTaken(_) => ProblemType::NameTaken,
             RegistryError::UnknownUser(_) => ProblemType::UnknownUser,
             RegistryError::Replayed { .. } => ProblemType::Replayed,
-            RegistryError::Store(_) => return Self::internal(e),
+            RegistryError::Store(_) => ProblemType::Internal,
         };
         Self::new(kind, e.to_string())
     }
@@ -113,6 +135,6 @@ impl From<RegistryError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::internal(e)
+        Self::store(e)
     }
 }

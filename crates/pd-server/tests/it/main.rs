@@ -1,5 +1,5 @@
-//! Integration tests of the node: a real server on 127.0.0.1:0 with a real SQLite store,
-//! driven over HTTP with real signatures.
+//! Integration tests of the node: a real server on 127.0.0.1:0 with a real SQLite store
+//! (or PostgreSQL, in `store` and `replicas`), driven over HTTP with real signatures.
 
 mod accounts;
 mod backup;
@@ -10,10 +10,13 @@ mod healthcheck;
 mod lifecycle;
 mod lookup;
 mod node;
+mod pg;
 mod presence;
+mod replicas;
 mod rotations;
 mod routing;
 mod server_key;
+mod store;
 mod trust;
 mod util;
 mod webfinger;

@@ -1,17 +1,22 @@
-//! Durable storage of accounts, presence records, key-rotation proofs, invites and the last
-//! good copy of each subscribed trust list in SQLite.
+//! The embedded store: SQLite in the node's data directory, the default backend.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`, so a write is on disk when its
 //! transaction commits, and every write method commits before it returns. Blocking calls
-//! run on the blocking pool with the one connection behind a mutex. Signed operations
-//! compare-and-set `last_seq` inside their transaction, so two concurrent writes cannot
-//! both succeed with the same sequence number.
+//! run on the blocking pool with the one connection behind a mutex, never on the async
+//! threads. Signed operations compare-and-set `last_seq` inside their transaction, so two
+//! concurrent writes cannot both succeed with the same sequence number. Migrations are
+//! counted by `PRAGMA user_version`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    AccountDump, AccountRow, Change, Dump, InviteRow, MAX_KEPT_ROTATIONS, PresenceRow, SessionRow,
+    StoreError, TrustListRow, key32, to_i64, to_u64,
+};
 
 /// Schema migrations; `PRAGMA user_version` counts how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -53,107 +58,26 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, seq)
     ) STRICT;
 "#,
+    r#"
+    CREATE TABLE sessions (
+        token_hash  BLOB PRIMARY KEY NOT NULL,
+        name        TEXT NOT NULL
+                    REFERENCES accounts(name) ON DELETE CASCADE,
+        public_key  BLOB NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX sessions_name ON sessions(name);
+    CREATE INDEX sessions_expires_at ON sessions(expires_at);
+"#,
 ];
 
-/// Most rotation proofs kept per account: the most recent ones, which lookups serve.
-pub const MAX_KEPT_ROTATIONS: usize = pd_proto::rotation::MAX_ROTATION_PROOFS;
-
-/// A storage failure.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database reported an error.
-    #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    /// The database file was written by a newer version of the node.
-    #[error("database schema version {0} is newer than this node understands")]
-    TooNew(i64),
-    /// The store has been closed.
-    #[error("store is closed")]
-    Closed,
-    /// A blocking task failed.
-    #[error("storage task failed: {0}")]
-    Task(String),
-    /// A stored value is malformed.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// Registration: the name is already registered.
-    #[error("name is already registered")]
-    NameTaken,
-    /// Registration: the invite token is unknown, used or expired.
-    #[error("invite token is unknown, used or expired")]
-    BadInvite,
-    /// A signed operation on an account that does not exist (any more).
-    #[error("no such account")]
-    NoAccount,
-    /// A signed operation lost the compare-and-set: the key changed or the sequence number
-    /// is no longer above the stored one.
-    #[error("account changed concurrently (sequence number or key)")]
-    Conflict,
-}
-
-/// A stored presence record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceRow {
-    /// Its sequence number.
-    pub seq: u64,
-    /// Unix seconds after which it must not be served.
-    pub expires_at: u64,
-    /// The signed envelope's JSON, exactly as stored.
-    pub envelope: String,
-}
-
-/// A stored account with its presence record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountRow {
-    /// The name (local part of the address).
-    pub name: String,
-    /// The raw account key.
-    pub public_key: [u8; 32],
-    /// Highest sequence number accepted for the account.
-    pub last_seq: u64,
-    /// The presence record, if any (possibly expired).
-    pub presence: Option<PresenceRow>,
-    /// The kept rotation proofs (JSON, exactly as stored), oldest first.
-    pub rotations: Vec<String>,
-}
-
-/// The change a signed operation makes after winning its compare-and-set.
+/// Handle to the SQLite database; cheap to clone.
 #[derive(Debug, Clone)]
-pub enum Change {
-    /// Only `last_seq` moves (login).
-    Touch,
-    /// Store this presence record.
-    Publish(PresenceRow),
-    /// Drop the presence record.
-    Withdraw,
-    /// Replace the key, keep the proof of the rotation (dropping the oldest proofs beyond
-    /// [`MAX_KEPT_ROTATIONS`]) and drop the presence record (it was signed by the old key).
-    Rotate {
-        /// The new account key.
-        new_key: [u8; 32],
-        /// The rotation proof's JSON, as lookups serve it.
-        proof: String,
-    },
-    /// Delete the account, its presence record and its rotation proofs.
-    Delete,
-}
-
-/// Handle to the database; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     conn: Arc<Mutex<Option<Connection>>>,
 }
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
@@ -278,6 +202,16 @@ impl Store {
             }
             match change {
                 Change::Touch => {}
+                Change::Login {
+                    token_hash,
+                    expires_at,
+                } => {
+                    tx.execute(
+                        "INSERT INTO sessions (token_hash, name, public_key, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![&token_hash[..], name, &key[..], to_i64(expires_at)],
+                    )?;
+                }
                 Change::Publish(p) => {
                     tx.execute(
                         "INSERT INTO presence (name, seq, expires_at, envelope)
@@ -297,6 +231,7 @@ impl Store {
                         params![&new_key[..], name],
                     )?;
                     tx.execute("DELETE FROM presence WHERE name = ?1", params![name])?;
+                    tx.execute("DELETE FROM sessions WHERE name = ?1", params![name])?;
                     tx.execute(
                         "INSERT INTO rotations (name, seq, proof) VALUES (?1, ?2, ?3)",
                         params![name, to_i64(seq), proof],
@@ -314,9 +249,65 @@ impl Store {
                     // fresh chain whatever the database's foreign key setting.
                     tx.execute("DELETE FROM presence WHERE name = ?1", params![name])?;
                     tx.execute("DELETE FROM rotations WHERE name = ?1", params![name])?;
+                    tx.execute("DELETE FROM sessions WHERE name = ?1", params![name])?;
                     tx.execute("DELETE FROM accounts WHERE name = ?1", params![name])?;
                 }
             }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The session stored under `token_hash`, if any.
+    pub async fn session(&self, token_hash: [u8; 32]) -> Result<Option<SessionRow>, StoreError> {
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT name, public_key, expires_at FROM sessions WHERE token_hash = ?1",
+                    params![&token_hash[..]],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(name, key, expires_at)| {
+                Ok(SessionRow {
+                    token_hash,
+                    public_key: key32(&key, "session key")?,
+                    name,
+                    expires_at: to_u64(expires_at),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    /// Reads everything, for `pd-server migrate`.
+    pub async fn export(&self) -> Result<Dump, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let dump = export(&tx)?;
+            tx.commit()?;
+            Ok(dump)
+        })
+        .await
+    }
+
+    /// Writes `dump` in one transaction into a store without accounts.
+    pub async fn import(&self, dump: Dump) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let count: i64 = tx.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
+            if count > 0 {
+                return Err(StoreError::NotEmpty(to_u64(count)));
+            }
+            import(&tx, &dump)?;
             tx.commit()?;
             Ok(())
         })
@@ -387,6 +378,10 @@ impl Store {
                 "DELETE FROM invites WHERE expires_at <= ?1",
                 params![to_i64(now_secs)],
             )?;
+            tx.execute(
+                "DELETE FROM sessions WHERE expires_at <= ?1",
+                params![to_i64(now_secs)],
+            )?;
             tx.commit()?;
             Ok(names)
         })
@@ -427,6 +422,146 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn export(tx: &rusqlite::Transaction<'_>) -> Result<Dump, StoreError> {
+    let mut dump = Dump::default();
+    let accounts = tx
+        .prepare("SELECT name, public_key, last_seq, created_at FROM accounts ORDER BY name")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (name, key, last_seq, created_at) in accounts {
+        let presence = tx
+            .query_row(
+                "SELECT seq, expires_at, envelope FROM presence WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(PresenceRow {
+                        seq: to_u64(r.get(0)?),
+                        expires_at: to_u64(r.get(1)?),
+                        envelope: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        let rotations = tx
+            .prepare("SELECT seq, proof FROM rotations WHERE name = ?1 ORDER BY seq")?
+            .query_map(params![name], |r| {
+                Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        dump.accounts.push(AccountDump {
+            public_key: key32(&key, "account key")?,
+            name,
+            last_seq: to_u64(last_seq),
+            created_at: to_u64(created_at),
+            presence,
+            rotations,
+        });
+    }
+    let sessions = tx
+        .prepare("SELECT token_hash, name, public_key, expires_at FROM sessions")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (hash, name, key, expires_at) in sessions {
+        dump.sessions.push(SessionRow {
+            token_hash: key32(&hash, "session hash")?,
+            name,
+            public_key: key32(&key, "session key")?,
+            expires_at: to_u64(expires_at),
+        });
+    }
+    let invites = tx
+        .prepare("SELECT token_hash, created_at, expires_at, used_at FROM invites")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (hash, created_at, expires_at, used_at) in invites {
+        dump.invites.push(InviteRow {
+            token_hash: key32(&hash, "invite hash")?,
+            created_at: to_u64(created_at),
+            expires_at: to_u64(expires_at),
+            used_at: used_at.map(to_u64),
+        });
+    }
+    dump.trust_lists = tx
+        .prepare("SELECT url, body, fetched_at FROM trust_lists ORDER BY url")?
+        .query_map([], |r| {
+            Ok(TrustListRow {
+                url: r.get(0)?,
+                body: r.get(1)?,
+                fetched_at: to_u64(r.get(2)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(dump)
+}
+
+fn import(tx: &rusqlite::Transaction<'_>, dump: &Dump) -> Result<(), StoreError> {
+    for a in &dump.accounts {
+        tx.execute(
+            "INSERT INTO accounts (name, public_key, last_seq, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                a.name,
+                &a.public_key[..],
+                to_i64(a.last_seq),
+                to_i64(a.created_at)
+            ],
+        )?;
+        if let Some(p) = &a.presence {
+            tx.execute(
+                "INSERT INTO presence (name, seq, expires_at, envelope) VALUES (?1, ?2, ?3, ?4)",
+                params![a.name, to_i64(p.seq), to_i64(p.expires_at), p.envelope],
+            )?;
+        }
+        for (seq, proof) in &a.rotations {
+            tx.execute(
+                "INSERT INTO rotations (name, seq, proof) VALUES (?1, ?2, ?3)",
+                params![a.name, to_i64(*seq), proof],
+            )?;
+        }
+    }
+    for s in &dump.sessions {
+        tx.execute(
+            "INSERT INTO sessions (token_hash, name, public_key, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![&s.token_hash[..], s.name, &s.public_key[..], to_i64(s.expires_at)],
+        )?;
+    }
+    for i in &dump.invites {
+        tx.execute(
+            "INSERT INTO invites (token_hash, created_at, expires_at, used_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (token_hash) DO NOTHING",
+            params![&i.token_hash[..], to_i64(i.created_at), to_i64(i.expires_at), i.used_at.map(to_i64)],
+        )?;
+    }
+    for l in &dump.trust_lists {
+        tx.execute(
+            "INSERT INTO trust_lists (url, body, fetched_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (url) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at",
+            params![l.url, l.body, to_i64(l.fetched_at)],
+        )?;
+    }
+    Ok(())
+}
+
 fn read_account(c: &Connection, name: &str) -> Result<Option<AccountRow>, StoreError> {
     let row = c
         .query_row(
@@ -448,8 +583,7 @@ fn read_account(c: &Connection, name: &str) -> Result<Option<AccountRow>, StoreE
     let Some((key, last_seq, seq, expires_at, envelope)) = row else {
         return Ok(None);
     };
-    let public_key = <[u8; 32]>::try_from(key.as_slice())
-        .map_err(|_| StoreError::Corrupt(format!("key of {name} has {} bytes", key.len())))?;
+    let public_key = key32(&key, &format!("key of {name}"))?;
     let presence = match (seq, expires_at, envelope) {
         (Some(seq), Some(expires_at), Some(envelope)) => Some(PresenceRow {
             seq: to_u64(seq),
@@ -472,187 +606,4 @@ fn read_account(c: &Connection, name: &str) -> Result<Option<AccountRow>, StoreE
         presence,
         rotations,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const K1: [u8; 32] = [1; 32];
-    const K2: [u8; 32] = [2; 32];
-
-    fn presence(seq: u64, expires_at: u64) -> PresenceRow {
-        PresenceRow {
-            seq,
-            expires_at,
-            envelope: format!("{{\"seq\":{seq}}}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn accounts_are_created_once() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_account("alice", K1, 10, None, 100).await.unwrap();
-        let err = s.create_account("alice", K2, 20, None, 100).await;
-        assert!(matches!(err, Err(StoreError::NameTaken)));
-        let row = s.account("alice").await.unwrap().unwrap();
-        assert_eq!(row.public_key, K1);
-        assert_eq!(row.last_seq, 10);
-        assert_eq!(row.presence, None);
-        assert_eq!(s.account("bob").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn sequence_numbers_only_grow() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_account("alice", K1, 10, None, 100).await.unwrap();
-        s.apply("alice", K1, 11, Change::Publish(presence(11, 500)))
-            .await
-            .unwrap();
-        for seq in [11, 5] {
-            let err = s
-                .apply("alice", K1, seq, Change::Publish(presence(seq, 600)))
-                .await;
-            assert!(matches!(err, Err(StoreError::Conflict)));
-        }
-        let err = s.apply("alice", K2, 20, Change::Touch).await;
-        assert!(matches!(err, Err(StoreError::Conflict)), "wrong key");
-        let err = s.apply("bob", K1, 20, Change::Touch).await;
-        assert!(matches!(err, Err(StoreError::NoAccount)));
-        let row = s.account("alice").await.unwrap().unwrap();
-        assert_eq!(row.last_seq, 11);
-        assert_eq!(row.presence, Some(presence(11, 500)));
-    }
-
-    #[tokio::test]
-    async fn rotation_withdraw_and_delete() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_account("alice", K1, 10, None, 100).await.unwrap();
-        s.apply("alice", K1, 11, Change::Publish(presence(11, 500)))
-            .await
-            .unwrap();
-        s.apply("alice", K1, 12, rotate(K2, 12)).await.unwrap();
-        let row = s.account("alice").await.unwrap().unwrap();
-        assert_eq!((row.public_key, row.last_seq, row.presence), (K2, 12, None));
-        assert_eq!(row.rotations, vec![rotate_proof(12)]);
-        s.apply("alice", K2, 13, Change::Publish(presence(13, 500)))
-            .await
-            .unwrap();
-        s.apply("alice", K2, 14, Change::Withdraw).await.unwrap();
-        assert_eq!(s.account("alice").await.unwrap().unwrap().presence, None);
-        s.apply("alice", K2, 15, Change::Publish(presence(15, 500)))
-            .await
-            .unwrap();
-        s.apply("alice", K2, 16, Change::Delete).await.unwrap();
-        assert_eq!(s.account("alice").await.unwrap(), None);
-        // The presence and rotation rows went with the account.
-        s.create_account("alice", K1, 20, None, 100).await.unwrap();
-        let row = s.account("alice").await.unwrap().unwrap();
-        assert_eq!((row.presence, row.rotations), (None, Vec::new()));
-        let left: i64 = s
-            .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM rotations", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(left, 0);
-    }
-
-    fn rotate_proof(seq: u64) -> String {
-        format!("{{\"rotation\":{seq}}}")
-    }
-
-    fn rotate(new_key: [u8; 32], seq: u64) -> Change {
-        Change::Rotate {
-            new_key,
-            proof: rotate_proof(seq),
-        }
-    }
-
-    #[tokio::test]
-    async fn only_the_latest_rotations_are_kept_oldest_first() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_account("alice", [0; 32], 10, None, 100)
-            .await
-            .unwrap();
-        let total = MAX_KEPT_ROTATIONS as u64 + 3;
-        for i in 0..total {
-            let (old, new) = ([i as u8; 32], [i as u8 + 1; 32]);
-            s.apply("alice", old, 11 + i, rotate(new, 11 + i))
-                .await
-                .unwrap();
-        }
-        // A rotation that loses its compare-and-set keeps nothing.
-        let lost = s.apply("alice", [0; 32], 1000, rotate(K2, 1000)).await;
-        assert!(matches!(lost, Err(StoreError::Conflict)));
-        let row = s.account("alice").await.unwrap().unwrap();
-        let expected: Vec<String> = (total - MAX_KEPT_ROTATIONS as u64..total)
-            .map(|i| rotate_proof(11 + i))
-            .collect();
-        assert_eq!(row.rotations, expected);
-        let kept: i64 = s
-            .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM rotations", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(kept, MAX_KEPT_ROTATIONS as i64);
-    }
-
-    #[tokio::test]
-    async fn invites_are_single_use_and_expire() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_invite([7; 32], 100, 200).await.unwrap();
-        s.create_invite([8; 32], 100, 150).await.unwrap();
-        let bad = s.create_account("a", K1, 1, Some([9; 32]), 120).await;
-        assert!(matches!(bad, Err(StoreError::BadInvite)));
-        let expired = s.create_account("a", K1, 1, Some([8; 32]), 160).await;
-        assert!(matches!(expired, Err(StoreError::BadInvite)));
-        s.create_account("a", K1, 1, Some([7; 32]), 120)
-            .await
-            .unwrap();
-        let reused = s.create_account("b", K1, 1, Some([7; 32]), 120).await;
-        assert!(matches!(reused, Err(StoreError::BadInvite)));
-    }
-
-    #[tokio::test]
-    async fn name_taken_does_not_consume_the_invite() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_account("a", K1, 1, None, 100).await.unwrap();
-        s.create_invite([7; 32], 100, 200).await.unwrap();
-        let taken = s.create_account("a", K2, 1, Some([7; 32]), 120).await;
-        assert!(matches!(taken, Err(StoreError::NameTaken)));
-        s.create_account("b", K2, 1, Some([7; 32]), 120)
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn purge_removes_only_expired_presence() {
-        let s = Store::open_in_memory().unwrap();
-        s.create_account("a", K1, 1, None, 100).await.unwrap();
-        s.create_account("b", K1, 1, None, 100).await.unwrap();
-        s.apply("a", K1, 2, Change::Publish(presence(2, 150)))
-            .await
-            .unwrap();
-        s.apply("b", K1, 2, Change::Publish(presence(2, 250)))
-            .await
-            .unwrap();
-        assert_eq!(s.purge_expired(200).await.unwrap(), vec!["a".to_owned()]);
-        assert_eq!(s.account("a").await.unwrap().unwrap().presence, None);
-        assert!(s.account("b").await.unwrap().unwrap().presence.is_some());
-    }
-
-    #[tokio::test]
-    async fn data_survives_reopening_and_close_is_final() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite3");
-        let s = Store::open(&path).unwrap();
-        s.create_account("a", K1, 1, None, 100).await.unwrap();
-        s.close().await.unwrap();
-        assert!(matches!(s.ping().await, Err(StoreError::Closed)));
-        let s = Store::open(&path).unwrap();
-        assert_eq!(s.account("a").await.unwrap().unwrap().last_seq, 1);
-        let mode: String = s
-            .with(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
 }
