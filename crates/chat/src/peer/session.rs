@@ -22,7 +22,7 @@ use tokio_util::codec::Framed;
 
 use crate::peer::PeerError;
 use crate::peer::cert::{IdentityCert, PeerCert, read_peer_cert};
-use crate::peer::frame::{self, Frame, FrameCodec, FrameError, RefuseReason};
+use crate::peer::frame::{self, Frame, FrameCodec, RefuseReason};
 use crate::peer::tls::{self, ALPN, ListenerVerifier};
 
 /// Time allowed for a TCP connection to one endpoint.
@@ -233,11 +233,7 @@ pub async fn connect(
             }),
             Ok(Some(Ok(other))) => {
                 let why = format!("expected hello, got {}", frame_name(&other));
-                close(
-                    &mut channel,
-                    Some(Frame::bye(Some(&format!("protocol error: {why}")))),
-                )
-                .await;
+                close_after_protocol_error(&mut channel, &why).await;
                 Err(PeerError::Protocol {
                     address: peer.clone(),
                     detail: why,
@@ -245,11 +241,7 @@ pub async fn connect(
             }
             Ok(Some(Err(e))) if e.is_protocol() => {
                 let why = e.to_string();
-                close(
-                    &mut channel,
-                    Some(Frame::bye(Some(&format!("protocol error: {why}")))),
-                )
-                .await;
+                close_after_protocol_error(&mut channel, &why).await;
                 Err(PeerError::Protocol {
                     address: peer.clone(),
                     detail: why,
@@ -412,20 +404,12 @@ where
         ))),
         Ok(Some(Ok(other))) => {
             let why = format!("expected hello, got {}", frame_name(&other));
-            close(
-                &mut channel,
-                Some(Frame::bye(Some(&format!("protocol error: {why}")))),
-            )
-            .await;
+            close_after_protocol_error(&mut channel, &why).await;
             Err(hello_failed(why))
         }
         Ok(Some(Err(e))) => {
             if e.is_protocol() {
-                close(
-                    &mut channel,
-                    Some(Frame::bye(Some(&format!("protocol error: {e}")))),
-                )
-                .await;
+                close_after_protocol_error(&mut channel, &e.to_string()).await;
             }
             Err(hello_failed(e.to_string()))
         }
@@ -512,7 +496,6 @@ where
                     Some(Err(e)) if e.is_protocol() => {
                         return protocol_error(&mut channel, e.to_string()).await;
                     }
-                    Some(Err(FrameError::Io(e))) => return End::Disconnected(e.to_string()),
                     Some(Err(e)) => return End::Disconnected(e.to_string()),
                     None => return End::Disconnected("connection closed without goodbye".into()),
                 }
@@ -551,12 +534,20 @@ async fn protocol_error<S>(channel: &mut Channel<S>, why: String) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    close_after_protocol_error(channel, &why).await;
+    End::ProtocolError(why)
+}
+
+/// Tells the peer it broke the protocol (`bye` with `protocol error: WHY`) and closes.
+async fn close_after_protocol_error<S>(channel: &mut Channel<S>, why: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     close(
         channel,
         Some(Frame::bye(Some(&format!("protocol error: {why}")))),
     )
     .await;
-    End::ProtocolError(why)
 }
 
 /// The TLS acceptor of a listener presenting `identity`.
