@@ -206,6 +206,15 @@ impl ChatTerminal {
         })
     }
 
+    /// Waits until the cursor stands on an empty input line after the prompt `label> `.
+    pub fn wait_prompt(&self, label: &str) {
+        let prompt = format!("{label}>");
+        self.wait_until(&format!("the prompt {prompt:?}"), |_| {
+            let (row, col) = self.cursor_row();
+            row == prompt && usize::from(col) == prompt.len() + 1
+        });
+    }
+
     /// Waits until `ready` holds for the screen; panics with the screen otherwise.
     pub fn wait_until(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + CHAT_WAIT;

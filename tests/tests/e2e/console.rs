@@ -66,7 +66,7 @@ fn ctrl_c_ends_listen_at_a_terminal_with_and_without_a_conversation() {
 
     // Nobody connected: Ctrl+C at the prompt.
     let mut term = terminal(&bob, &["listen", "--bind", "127.0.0.1:0"]);
-    term.wait_screen("no conversation> ");
+    term.wait_prompt("no conversation");
     term.ctrl_c().unwrap();
     assert_exits(&mut term, 0);
     term.wait_screen("withdrew the presence record of bob@localhost");
@@ -74,9 +74,9 @@ fn ctrl_c_ends_listen_at_a_terminal_with_and_without_a_conversation() {
     // A conversation: the prompt names it, Tab completes its address for /to, and Ctrl+C
     // says goodbye to the peer, whose input stays open.
     let mut term = terminal(&bob, &["listen", "--bind", "127.0.0.1:0"]);
-    term.wait_screen("no conversation> ");
+    term.wait_prompt("no conversation");
     let talker = connect_piped(&alice, "bob@localhost");
-    term.wait_screen("alice@localhost> ");
+    term.wait_prompt("alice@localhost");
     term.type_text("/to al\t").unwrap();
     term.wait_until("the completed address", |_| {
         term.cursor_row().0 == "alice@localhost> /to alice@localhost"
@@ -103,7 +103,7 @@ fn a_half_typed_line_survives_incoming_messages_and_is_sent_whole() {
     let mut listener = listen_piped(&bob);
     let mut term = terminal(&alice, &["connect", "bob@localhost"]);
     term.wait_screen("connected to bob@localhost");
-    term.wait_screen("bob@localhost> ");
+    term.wait_prompt("bob@localhost");
 
     term.type_text("half typed li").unwrap();
     term.wait_until("the half line", |_| {
@@ -160,7 +160,7 @@ fn ctrl_c_ends_connect_at_a_terminal_and_a_second_one_does_not_wait_for_the_good
     let alice = user("alice@localhost", &node);
     let listener = listen_piped(&bob);
     let mut term = terminal(&alice, &["connect", "bob@localhost"]);
-    term.wait_screen("bob@localhost> ");
+    term.wait_prompt("bob@localhost");
     term.ctrl_c().unwrap();
     assert_exits(&mut term, 0);
     let screen = term.screen();
@@ -194,7 +194,7 @@ fn ctrl_c_ends_connect_at_a_terminal_and_a_second_one_does_not_wait_for_the_good
         drop(channel);
     });
     let mut term = terminal(&alice, &["connect", "bob@localhost"]);
-    term.wait_screen("bob@localhost> ");
+    term.wait_prompt("bob@localhost");
     term.ctrl_c().unwrap();
     term.wait_screen("saying goodbye to bob@localhost");
     term.ctrl_c().unwrap();
@@ -270,7 +270,7 @@ fn a_listener_killed_with_sigkill_is_reported_by_connect_without_typing() {
     let alice = user("alice@localhost", &node);
     let listener = listen_piped(&bob);
     let mut term = terminal(&alice, &["connect", "bob@localhost"]);
-    term.wait_screen("bob@localhost> ");
+    term.wait_prompt("bob@localhost");
     listener.signal("KILL").unwrap();
     assert_exits(&mut term, 15);
     term.wait_screen("error: bob@localhost disconnected");
