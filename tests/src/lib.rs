@@ -4,8 +4,8 @@
 //! address from the node's start-up log line, waits for `/healthz`, and kills the process
 //! when dropped, whatever the test's outcome. [`ChatHome`] runs `chat` in its own temporary
 //! home, [`ChatProcess`] a long-running one through pipes and [`ChatTerminal`] one in a
-//! pseudo-terminal. They need the binaries in the target directory next to the test executable; they
-//! are built once with `cargo build` when missing. `cargo test --workspace` builds them
+//! pseudo-terminal. They need the binaries in the target directory next to the test
+//! executable; they are built once with `cargo build` when missing. `cargo test --workspace` builds them
 //! anyway (their packages have integration tests); after changing the server or the client,
 //! `cargo test -p pd-e2e` alone would run the previous build unless `PD_E2E_BUILD=1` is set,
 //! which runs `cargo build` first.

@@ -432,7 +432,8 @@ fn list_contacts(home: &Home, json: bool, out: &mut dyn Write) -> Result<(), Cha
             ),
         );
     }
-    let when = |t: Option<u64>| t.map_or_else(|| "never".to_owned(), |t| format!("{} ago", age(t, now)));
+    let when =
+        |t: Option<u64>| t.map_or_else(|| "never".to_owned(), |t| format!("{} ago", age(t, now)));
     let rows: Vec<[String; 5]> = contacts
         .iter()
         .map(|c| {

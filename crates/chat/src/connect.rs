@@ -186,10 +186,9 @@ pub(crate) async fn connect(
             // The terminal gets its mode back first, so a second Ctrl+C is a signal again.
             console.stop_input();
             match leave {
-                Leave::Signal(signal) => console.status(format!(
-                    "{}: saying goodbye to {peer}",
-                    signal.describe()
-                )),
+                Leave::Signal(signal) => {
+                    console.status(format!("{}: saying goodbye to {peer}", signal.describe()))
+                }
                 Leave::User => {}
             }
             leaving = Some(Instant::now() + LEAVE_TIMEOUT);

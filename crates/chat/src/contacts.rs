@@ -95,7 +95,8 @@ impl Contacts {
             let previous_online = entry.and_then(|e| e.last_seen_online);
             let keeps_newer_record = entry.is_some_and(|e| {
                 e.answer.public_key == found.response.public_key
-                    && stored_seq(e).zip(found.presence.as_ref().map(|p| p.seq))
+                    && stored_seq(e)
+                        .zip(found.presence.as_ref().map(|p| p.seq))
                         .is_some_and(|(stored, new)| stored > new)
             });
             if keeps_newer_record {
@@ -162,11 +163,12 @@ impl Contacts {
             .contacts
             .iter()
             .map(|(address, entry)| {
-                let verified = Address::parse(address)
-                    .map_err(|e| e.to_string())
-                    .and_then(|parsed| {
-                        verify_lookup(&parsed, &entry.answer).map_err(|e| e.to_string())
-                    });
+                let verified =
+                    Address::parse(address)
+                        .map_err(|e| e.to_string())
+                        .and_then(|parsed| {
+                            verify_lookup(&parsed, &entry.answer).map_err(|e| e.to_string())
+                        });
                 Summary {
                     address: address.to_owned(),
                     key: verified.is_ok().then_some(entry.answer.public_key),
@@ -260,7 +262,11 @@ fn stored_seq(entry: &Entry) -> Option<u64> {
         .answer
         .presence
         .as_ref()
-        .and_then(|signed| signed.verify(&entry.answer.public_key, &entry.answer.address).ok())
+        .and_then(|signed| {
+            signed
+                .verify(&entry.answer.public_key, &entry.answer.address)
+                .ok()
+        })
         .map(|presence| presence.seq)
 }
 
@@ -319,7 +325,9 @@ mod tests {
         let key = SecretKey::generate();
         assert!(contacts.get(&bob).unwrap().is_none());
 
-        contacts.record_lookup(&answer(&key, Some(5), 2_000), 1_000).unwrap();
+        contacts
+            .record_lookup(&answer(&key, Some(5), 2_000), 1_000)
+            .unwrap();
         let stored = contacts.get(&bob).unwrap().unwrap();
         assert_eq!(stored.fetched_at, 1_000);
         assert_eq!(stored.last_seen_online, Some(1_000));
@@ -328,12 +336,19 @@ mod tests {
 
         contacts.record_talk(&bob, 1_100).unwrap();
         // An answer with an older record does not replace the stored one.
-        contacts.record_lookup(&answer(&key, Some(4), 2_000), 1_200).unwrap();
+        contacts
+            .record_lookup(&answer(&key, Some(4), 2_000), 1_200)
+            .unwrap();
         let stored = contacts.get(&bob).unwrap().unwrap();
-        assert_eq!((stored.fetched_at, stored.last_talked), (1_000, Some(1_100)));
+        assert_eq!(
+            (stored.fetched_at, stored.last_talked),
+            (1_000, Some(1_100))
+        );
         assert_eq!(stored.last_seen_online, Some(1_200));
         // An answer without a record (the user went offline) does, keeping the times.
-        contacts.record_lookup(&answer(&key, None, 0), 3_000).unwrap();
+        contacts
+            .record_lookup(&answer(&key, None, 0), 3_000)
+            .unwrap();
         let stored = contacts.get(&bob).unwrap().unwrap();
         assert!(stored.lookup.presence.is_none());
         assert_eq!(stored.fetched_at, 3_000);
@@ -363,7 +378,9 @@ mod tests {
         let home = Home::at(dir.path());
         let contacts = Contacts::new(home.clone());
         let key = SecretKey::generate();
-        contacts.record_lookup(&answer(&key, Some(5), 2_000), 1_000).unwrap();
+        contacts
+            .record_lookup(&answer(&key, Some(5), 2_000), 1_000)
+            .unwrap();
         // Another key in the stored answer: its presence signature no longer verifies.
         let text = std::fs::read_to_string(home.contacts_path()).unwrap();
         let other = SecretKey::generate().public().to_string();

@@ -21,10 +21,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::account::{Account, Answer, is_problem, now_secs};
 use crate::commands::rfc3339;
-use crate::contacts::age;
 use crate::console::{
     Console, HELP, Input, InputMode, LISTEN_COMMANDS, Line, Signal, Signals, View, parse_line,
 };
+use crate::contacts::age;
 use crate::error::{ChatError, EXIT_HOME_UNREACHABLE, EXIT_REMOTE_UNREACHABLE};
 use crate::peer::PeerError;
 use crate::peer::cert::{IdentityCert, PeerCert};
@@ -223,9 +223,8 @@ pub(crate) async fn listen(
 
     let input = InputMode::detect(options.no_console, true);
     if input == InputMode::None {
-        console.status(
-            "no console: received lines go to stdout; leave with Ctrl+C or SIGTERM (kill)",
-        );
+        console
+            .status("no console: received lines go to stdout; leave with Ctrl+C or SIGTERM (kill)");
     }
     console.start_input(
         input,
@@ -578,10 +577,11 @@ async fn check_peer(
                     RefuseReason::UnknownUser,
                     format!("{claimed} is not registered"),
                 ),
-                other if matches!(
-                    other.report().1,
-                    EXIT_HOME_UNREACHABLE | EXIT_REMOTE_UNREACHABLE
-                ) =>
+                other
+                    if matches!(
+                        other.report().1,
+                        EXIT_HOME_UNREACHABLE | EXIT_REMOTE_UNREACHABLE
+                    ) =>
                 {
                     (
                         RefuseReason::LookupFailed,

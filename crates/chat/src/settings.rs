@@ -387,7 +387,10 @@ mod tests {
             settings(&["contacts", "--json"]).unwrap().action,
             Action::Contacts { json: true }
         ));
-        match settings(&["contacts", "remove", "Bob@B.example"]).unwrap().action {
+        match settings(&["contacts", "remove", "Bob@B.example"])
+            .unwrap()
+            .action
+        {
             Action::RemoveContact(address) => assert_eq!(address.to_string(), "bob@b.example"),
             other => panic!("{other:?}"),
         }

@@ -124,7 +124,10 @@ fn a_half_typed_line_survives_incoming_messages_and_is_sent_whole() {
         .iter()
         .rposition(|l| *l == row)
         .expect("the input line");
-    assert!(asked < input, "the peer's line is above the input:\n{screen}");
+    assert!(
+        asked < input,
+        "the peer's line is above the input:\n{screen}"
+    );
     assert!(
         !screen.contains("libob@localhost"),
         "a line printed into the input:\n{screen}"
@@ -138,7 +141,9 @@ fn a_half_typed_line_survives_incoming_messages_and_is_sent_whole() {
         term.cursor_row().0 == "bob@localhost> half typed line"
     });
     term.type_text("\x15").unwrap();
-    term.wait_until("a cleared line", |_| term.cursor_row().0 == "bob@localhost>");
+    term.wait_until("a cleared line", |_| {
+        term.cursor_row().0 == "bob@localhost>"
+    });
     term.type_text("/q\t").unwrap();
     term.wait_until("the completed command", |_| {
         term.cursor_row().0 == "bob@localhost> /quit"
@@ -243,8 +248,14 @@ fn signals_end_listen_and_connect_while_their_input_pipes_stay_open() {
     listener.signal("INT").unwrap();
     let (out, took) = listener.wait_with_input_open(PROMPT_EXIT);
     assert_eq!(out.code, 0, "after {took:?}: {out:#?}");
-    assert!(out.stderr.contains("interrupted: saying goodbye to 1 peer(s)"));
-    assert!(out.stderr.contains("withdrew the presence record of bob@localhost"));
+    assert!(
+        out.stderr
+            .contains("interrupted: saying goodbye to 1 peer(s)")
+    );
+    assert!(
+        out.stderr
+            .contains("withdrew the presence record of bob@localhost")
+    );
     let (out, took) = talker.wait_with_input_open(PROMPT_EXIT);
     assert_eq!(out.code, 0, "after {took:?}: {out:#?}");
     assert!(out.stderr.contains("bob@localhost left"), "{out:#?}");
@@ -255,12 +266,18 @@ fn signals_end_listen_and_connect_while_their_input_pipes_stay_open() {
     talker.signal("TERM").unwrap();
     let (out, took) = talker.wait_with_input_open(PROMPT_EXIT);
     assert_eq!(out.code, 0, "after {took:?}: {out:#?}");
-    assert!(out.stderr.contains("terminated: saying goodbye to bob@localhost"));
+    assert!(
+        out.stderr
+            .contains("terminated: saying goodbye to bob@localhost")
+    );
     listener.wait_stderr("alice@localhost left");
     listener.signal("HUP").unwrap();
     let (out, took) = listener.wait_with_input_open(PROMPT_EXIT);
     assert_eq!(out.code, 0, "after {took:?}: {out:#?}");
-    assert!(out.stderr.contains("withdrew the presence record"), "{out:#?}");
+    assert!(
+        out.stderr.contains("withdrew the presence record"),
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -281,7 +298,10 @@ fn a_listener_killed_with_sigkill_is_reported_by_connect_without_typing() {
     listener.signal("KILL").unwrap();
     let (out, took) = talker.wait_with_input_open(PROMPT_EXIT);
     assert_eq!(out.code, 15, "after {took:?}: {out:#?}");
-    assert!(out.stderr.contains("bob@localhost disconnected"), "{out:#?}");
+    assert!(
+        out.stderr.contains("bob@localhost disconnected"),
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -291,12 +311,9 @@ fn listen_without_a_console_serves_until_a_signal() {
     let alice = user("alice@localhost", &node);
 
     // Stdin is /dev/null: no console, and the end of that input is not a reason to leave.
-    let listener = ChatProcess::start_with_input(
-        &bob,
-        &["listen", "--bind", "127.0.0.1:0"],
-        Stdio::null(),
-    )
-    .unwrap();
+    let listener =
+        ChatProcess::start_with_input(&bob, &["listen", "--bind", "127.0.0.1:0"], Stdio::null())
+            .unwrap();
     listener.wait_stderr("no console");
     let out = alice.run_with_input(&["connect", "bob@localhost"], "from alice\n");
     assert_eq!(out.code, 0, "{out:#?}");
@@ -304,14 +321,14 @@ fn listen_without_a_console_serves_until_a_signal() {
     listener.signal("TERM").unwrap();
     let (out, took) = listener.wait_with_input_open(PROMPT_EXIT);
     assert_eq!(out.code, 0, "after {took:?}: {out:#?}");
-    assert!(out.stderr.contains("withdrew the presence record"), "{out:#?}");
+    assert!(
+        out.stderr.contains("withdrew the presence record"),
+        "{out:#?}"
+    );
 
     // --no-console with an open pipe: what is written to it is not read.
-    let mut listener = ChatProcess::start(
-        &bob,
-        &["listen", "--bind", "127.0.0.1:0", "--no-console"],
-    )
-    .unwrap();
+    let mut listener =
+        ChatProcess::start(&bob, &["listen", "--bind", "127.0.0.1:0", "--no-console"]).unwrap();
     listener.wait_stderr("no console");
     let talker = connect_piped(&alice, "bob@localhost");
     listener.send_line("not a console").unwrap();

@@ -94,20 +94,26 @@ fn with_the_home_node_down_stored_answers_keep_conversations_going() {
     // Carol has Bob's record but Bob has none of hers: refused, with the reason.
     let out = carol.run_with_input(&["connect", "bob@localhost"], "hi\n");
     assert_eq!(out.code, 14, "{out:#?}");
-    assert!(
-        out.stderr.contains("no record of it is stored"),
-        "{out:#?}"
-    );
+    assert!(out.stderr.contains("no record of it is stored"), "{out:#?}");
     listener.wait_stderr("refused carol@localhost");
-    assert!(!listener.stdout().contains("carol"), "{}", listener.stdout());
+    assert!(
+        !listener.stdout().contains("carol"),
+        "{}",
+        listener.stdout()
+    );
 
     // Nothing stored: the home node's error, as before.
     let out = dave.run(&["connect", "bob@localhost"]);
     assert_eq!(out.code, 4, "{out:#?}");
-    assert!(out.stderr.starts_with("error: cannot reach the home server"));
+    assert!(
+        out.stderr
+            .starts_with("error: cannot reach the home server")
+    );
 
     // Forgetting the contact takes the fallback away.
-    let out = alice.run(&["contacts", "remove", "bob@localhost"]).success();
+    let out = alice
+        .run(&["contacts", "remove", "bob@localhost"])
+        .success();
     assert!(out.stdout.contains("forgot"), "{out:#?}");
     assert_eq!(alice.run(&["lookup", "bob@localhost"]).code, 4);
     let out = alice.run(&["contacts", "remove", "bob@localhost"]);
@@ -118,7 +124,8 @@ fn with_the_home_node_down_stored_answers_keep_conversations_going() {
     let (out, _) = listener.wait_with_input_open(Duration::from_secs(6));
     assert_eq!(out.code, 4, "{out:#?}");
     assert!(
-        out.stderr.contains("could not withdraw the presence record"),
+        out.stderr
+            .contains("could not withdraw the presence record"),
         "{out:#?}"
     );
 }

@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reedline::{
-    ColumnarMenu, Completer, CompletionResult, Emacs, ExternalPrinter, FileBackedHistory,
-    KeyCode, KeyModifiers, MenuBuilder, Prompt, PromptEditMode, PromptHistorySearch, Reedline,
+    ColumnarMenu, Completer, CompletionResult, Emacs, ExternalPrinter, FileBackedHistory, KeyCode,
+    KeyModifiers, MenuBuilder, Prompt, PromptEditMode, PromptHistorySearch, Reedline,
     ReedlineEvent, ReedlineMenu, Signal, SimpleMatchHighlighter, Span, Suggestion,
     default_emacs_keybindings,
 };
@@ -297,10 +297,7 @@ impl Prompt for ChatPrompt {
         Cow::Borrowed("::: ")
     }
 
-    fn render_prompt_history_search_indicator(
-        &self,
-        search: PromptHistorySearch,
-    ) -> Cow<'_, str> {
+    fn render_prompt_history_search_indicator(&self, search: PromptHistorySearch) -> Cow<'_, str> {
         Cow::Owned(format!("(history search: {}) ", search.term))
     }
 }
@@ -385,6 +382,9 @@ mod tests {
         assert!(suggest(commands, &peers, "//l", 3).is_empty());
         let connect = super::super::CONNECT_COMMANDS;
         assert!(suggest(connect, &peers, "/to a", 5).is_empty());
-        assert_eq!(values(&suggest(connect, &peers, "/q", 2)), [("/quit", 0, 2)]);
+        assert_eq!(
+            values(&suggest(connect, &peers, "/q", 2)),
+            [("/quit", 0, 2)]
+        );
     }
 }

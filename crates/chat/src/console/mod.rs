@@ -473,7 +473,10 @@ mod tests {
                 .unwrap();
             assert!(!console.reads_input());
         }
-        assert_eq!(String::from_utf8(out).unwrap(), "bob@b.example: hi\tthere\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "bob@b.example: hi\tthere\n"
+        );
     }
 
     #[test]
