@@ -44,7 +44,7 @@ pub(crate) enum Answer {
     /// Stored earlier (and verified again when read).
     Stored {
         /// The stored contact.
-        contact: Box<Contact>,
+        contact: Contact,
         /// Why the network could not answer, in a few words (`home node unreachable`).
         why: String,
     },
@@ -162,10 +162,7 @@ impl Account {
                     _ => return Err(err),
                 };
                 match self.contacts.get(address)? {
-                    Some(contact) => Ok(Answer::Stored {
-                        contact: Box::new(contact),
-                        why,
-                    }),
+                    Some(contact) => Ok(Answer::Stored { contact, why }),
                     None => Err(err),
                 }
             }

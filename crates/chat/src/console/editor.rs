@@ -298,7 +298,7 @@ impl Prompt for ChatPrompt {
     }
 
     fn render_prompt_history_search_indicator(&self, search: PromptHistorySearch) -> Cow<'_, str> {
-        Cow::Owned(format!("(history search: {}) ", search.term))
+        Cow::Owned(format!(" (history search: {}) ", search.term))
     }
 }
 

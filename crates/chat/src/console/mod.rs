@@ -155,9 +155,9 @@ pub fn detect_stdin() -> Stdin {
 }
 
 impl InputMode {
-    /// The input mode for this process: none when `no_console` or when stdin cannot give
-    /// lines (`none_at_end`: also for `/dev/null`), the line editor when stdin, stdout and
-    /// stderr are terminals (and the terminal is not `dumb`), plain lines otherwise.
+    /// The input mode for this process: none when `no_console`, when stdin cannot be read,
+    /// and (with `none_for_null`) when it is `/dev/null`; the line editor when stdin, stdout
+    /// and stderr are terminals (and the terminal is not `dumb`); plain lines otherwise.
     pub fn detect(no_console: bool, none_for_null: bool) -> Self {
         let stdin = detect_stdin();
         if no_console || stdin == Stdin::Unreadable || (none_for_null && stdin == Stdin::Null) {
