@@ -49,7 +49,7 @@ impl vt100::Callbacks for Replies {
 type Screen = Arc<Mutex<vt100::Parser<Replies>>>;
 type Writer = Arc<Mutex<Box<dyn Write + Send>>>;
 
-/// A `chat` process running in a pseudo-terminal of [`ROWS`] × [`COLS`]; killed on drop.
+/// A `chat` process running in a pseudo-terminal of 40 rows by 120 columns; killed on drop.
 pub struct ChatTerminal {
     child: Box<dyn Child + Send + Sync>,
     master: Box<dyn MasterPty + Send>,
