@@ -3,8 +3,9 @@
 //! [`Node`] runs `pd-server` on `127.0.0.1:0` with its own data directory, learns the bound
 //! address from the node's start-up log line, waits for `/healthz`, and kills the process
 //! when dropped, whatever the test's outcome. [`ChatHome`] runs `chat` in its own temporary
-//! home. Both need the binaries in the target directory next to the test executable; they
-//! are built once with `cargo build` when missing. `cargo test --workspace` builds them
+//! home, [`ChatProcess`] a long-running one through pipes and [`ChatTerminal`] one in a
+//! pseudo-terminal. They need the binaries in the target directory next to the test
+//! executable; they are built once with `cargo build` when missing. `cargo test --workspace` builds them
 //! anyway (their packages have integration tests); after changing the server or the client,
 //! `cargo test -p pd-e2e` alone would run the previous build unless `PD_E2E_BUILD=1` is set,
 //! which runs `cargo build` first.
@@ -21,6 +22,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+
+mod terminal;
+
+pub use terminal::ChatTerminal;
 
 /// Set this variable to build the binaries before the tests even when they exist.
 pub const ENV_BUILD: &str = "PD_E2E_BUILD";
@@ -399,13 +404,19 @@ pub const CHAT_WAIT: Duration = Duration::from_secs(30);
 impl ChatProcess {
     /// Starts `chat --home HOME args...` with piped input and output.
     pub fn start(home: &ChatHome, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_input(home, args, Stdio::piped())
+    }
+
+    /// Starts `chat --home HOME args...` with `stdin` as its input (e.g. `Stdio::null()`)
+    /// and piped output.
+    pub fn start_with_input(home: &ChatHome, args: &[&str], stdin: Stdio) -> anyhow::Result<Self> {
         let mut child = Command::new(&binaries().chat)
             .arg("--home")
             .arg(home.path())
             .args(args)
             .env_remove("CHAT_HOME")
             .env_remove("CHAT_LOG")
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -460,17 +471,9 @@ impl ChatProcess {
         self.stdin = None;
     }
 
-    /// Sends a signal by name (`INT`, `TERM`).
+    /// Sends a signal by name (`INT`, `TERM`, `KILL`).
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .context("failed to run kill")?;
-        if !status.success() {
-            bail!("kill -{name} failed: {status}");
-        }
-        Ok(())
+        kill(self.pid(), name)
     }
 
     /// Waits until stdout contains `needle`; panics with both streams otherwise.
@@ -513,6 +516,39 @@ impl ChatProcess {
             .unwrap_or_else(|| panic!("no listening address in {text:?}"))
     }
 
+    /// Waits for the process to exit *with its input still open* (as when a pipe's writer
+    /// is still there): returns its exit code, everything it printed, and how long it took;
+    /// panics (after killing it) if it did not exit within `within`.
+    pub fn wait_with_input_open(mut self, within: Duration) -> (ChatOutput, Duration) {
+        let started = Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.code().unwrap_or(-1),
+                Ok(None) if started.elapsed() > within => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "chat did not exit within {within:?} (input open)\nstdout:\n{}\nstderr:\n{}",
+                        self.stdout(),
+                        self.stderr()
+                    );
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("failed to wait for chat: {e}"),
+            }
+        };
+        let took = started.elapsed();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let output = ChatOutput {
+            code: status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        };
+        (output, took)
+    }
+
     /// Waits for the process to exit (killing it after `CHAT_WAIT`) and returns its exit
     /// code with everything it printed.
     pub fn wait(mut self) -> ChatOutput {
@@ -550,6 +586,19 @@ impl Drop for ChatProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends the signal `name` (`INT`, `TERM`, `KILL`) to the process `pid`.
+pub fn kill(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .context("failed to run kill")?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed: {status}");
+    }
+    Ok(())
 }
 
 fn collect(mut source: impl std::io::Read, sink: &Mutex<String>) {

@@ -11,7 +11,8 @@ use pd_proto::{
 };
 use url::Url;
 
-use crate::error::ChatError;
+use crate::contacts::{Contact, Contacts};
+use crate::error::{ChatError, EXIT_HOME_UNREACHABLE, EXIT_REMOTE_UNREACHABLE};
 use crate::home::{Home, HomeConfig, Session};
 use crate::seq::next_seq;
 
@@ -31,6 +32,32 @@ pub(crate) struct Account {
     config: HomeConfig,
     key: SecretKey,
     client: PdClient,
+    contacts: Contacts,
+}
+
+/// A lookup answer: fresh from the home node, or the one stored for the contact when the home
+/// node (or the user's) could not be reached.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Verified just now.
+    Live(VerifiedLookup),
+    /// Stored earlier (and verified again when read).
+    Stored {
+        /// The stored contact.
+        contact: Contact,
+        /// Why the network could not answer, in a few words (`home node unreachable`).
+        why: String,
+    },
+}
+
+impl Answer {
+    /// The verified answer, fresh or stored.
+    pub(crate) fn lookup(&self) -> &VerifiedLookup {
+        match self {
+            Self::Live(found) => found,
+            Self::Stored { contact, .. } => &contact.lookup,
+        }
+    }
 }
 
 impl Account {
@@ -54,11 +81,13 @@ impl Account {
             );
         }
         let client = client_for(&config.server, ca_file.or_else(|| config.ca_file.clone()))?;
+        let contacts = Contacts::new(home.clone());
         Ok(Self {
             home,
             config,
             key,
             client,
+            contacts,
         })
     }
 
@@ -87,8 +116,14 @@ impl Account {
         &self.config.address
     }
 
+    /// The account's contacts (the stored lookup answers).
+    pub(crate) fn contacts(&self) -> &Contacts {
+        &self.contacts
+    }
+
     /// Looks `address` up with a session token: the cached one when it is still valid,
-    /// otherwise a fresh one; a 401 drops the cached token and retries once.
+    /// otherwise a fresh one; a 401 drops the cached token and retries once. A verified
+    /// answer is stored in the contacts.
     pub(crate) async fn lookup(
         &self,
         address: &Address,
@@ -103,7 +138,35 @@ impl Account {
             }
             other => other,
         };
-        answer.map_err(|err| policy_refusal(address, err))
+        let found = answer.map_err(|err| policy_refusal(address, err))?;
+        self.contacts.record_lookup(&found, now_secs())?;
+        Ok(found)
+    }
+
+    /// Looks `address` up, and when the home node (or the user's home node) cannot be
+    /// reached, falls back to the answer stored for the contact. Without a stored answer the
+    /// lookup's error stands.
+    pub(crate) async fn lookup_or_stored(
+        &self,
+        address: &Address,
+        mode: Option<LookupMode>,
+    ) -> Result<Answer, ChatError> {
+        match self.lookup(address, mode).await {
+            Ok(found) => Ok(Answer::Live(found)),
+            Err(err) => {
+                let why = match err.report().1 {
+                    EXIT_HOME_UNREACHABLE => "home node unreachable".to_owned(),
+                    EXIT_REMOTE_UNREACHABLE => {
+                        format!("the home node of {} is unreachable", address.host())
+                    }
+                    _ => return Err(err),
+                };
+                match self.contacts.get(address)? {
+                    Some(contact) => Ok(Answer::Stored { contact, why }),
+                    None => Err(err),
+                }
+            }
+        }
     }
 
     async fn token(&self, fresh: bool) -> Result<String, ChatError> {

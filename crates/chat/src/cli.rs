@@ -94,12 +94,26 @@ pub enum Command {
         /// How long each published presence record stays valid (republished at half)
         #[arg(long, value_name = "DURATION", default_value = "10m")]
         ttl: String,
+        /// Read no input, for running in the background or as a service: received lines go
+        /// to stdout, Ctrl+C or SIGTERM leaves (the default when stdin is /dev/null)
+        #[arg(long)]
+        no_console: bool,
     },
     /// Talk with a user: look them up, check their key, connect, send the lines you type (or
     /// pipe in) and print what they say; ends at end of input or /quit
     Connect {
         /// The address to talk with, NAME@DOMAIN
         address: String,
+    },
+    /// List your contacts: everyone you looked up or talked with, whose last verified
+    /// lookup answer is kept for when your home node is unreachable
+    Contacts {
+        /// What to do with the contacts [default: list them]
+        #[command(subcommand)]
+        command: Option<ContactsCommand>,
+        /// Print the list as JSON, for scripts
+        #[arg(long)]
+        json: bool,
     },
     /// Accept the current key of a user whose key changed (after comparing fingerprints by
     /// another way)
@@ -130,6 +144,16 @@ pub enum Command {
     Completions {
         /// The shell to generate completions for
         shell: clap_complete::Shell,
+    },
+}
+
+/// What `chat contacts` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Forget the answer stored for a user (the key remembered in known_peers stays)
+    Remove {
+        /// The user, NAME@DOMAIN
+        address: String,
     },
 }
 

@@ -11,8 +11,9 @@ use pd_proto::wire::{AccountInfo, RegisterRequest};
 use pd_proto::{Address, Endpoint, Registration, Signed};
 use url::Url;
 
-use crate::account::{Account, RotateOutcome, client_for, now_secs};
+use crate::account::{Account, Answer, RotateOutcome, client_for, now_secs};
 use crate::cli::Cli;
+use crate::contacts::{Contacts, age};
 use crate::error::ChatError;
 use crate::home::{Home, HomeConfig, write_new_private};
 use crate::peer::PeerError;
@@ -45,8 +46,16 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
             mode,
         } => {
             let account = Account::open(home, ca_file)?;
-            let found = account.lookup(&address, mode).await?;
-            print_lookup(&found, json, out)
+            match account.lookup_or_stored(&address, mode).await? {
+                Answer::Live(found) => print_lookup(&found, None, json, out),
+                Answer::Stored { contact, why } => {
+                    eprintln!(
+                        "warning: {why}: showing the answer stored {} ago",
+                        age(contact.fetched_at, now_secs())
+                    );
+                    print_lookup(&contact.lookup, Some(contact.fetched_at), json, out)
+                }
+            }
         }
         Action::Publish { endpoints, ttl } => {
             let account = Account::open(home, ca_file)?;
@@ -94,6 +103,17 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
             address,
             fingerprint,
         } => trust(Account::open(home, ca_file)?, &address, fingerprint, out).await,
+        Action::Contacts { json } => list_contacts(&home, json, out),
+        Action::RemoveContact(address) => {
+            home.config()?;
+            if Contacts::new(home).remove(&address)? {
+                write(out, format_args!("forgot the stored answer of {address}\n"))
+            } else {
+                Err(ChatError::Home(format!(
+                    "{address} is not among the contacts (`chat contacts` lists them)"
+                )))
+            }
+        }
         Action::Fingerprint(None) => {
             let key = home.key()?.public();
             write(out, format_args!("{}\n", key.fingerprint()))
@@ -294,7 +314,14 @@ fn print_account(info: &AccountInfo, verb: &str, out: &mut dyn Write) -> Result<
     )
 }
 
-fn print_lookup(found: &VerifiedLookup, json: bool, out: &mut dyn Write) -> Result<(), ChatError> {
+/// Prints a lookup answer; `stored_at` is when a stored answer (shown because the home node
+/// could not be reached) was fetched.
+fn print_lookup(
+    found: &VerifiedLookup,
+    stored_at: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), ChatError> {
     let now = now_secs();
     let response = &found.response;
     let live = found.presence.as_ref().filter(|p| p.is_live(now));
@@ -314,6 +341,19 @@ fn print_lookup(found: &VerifiedLookup, json: bool, out: &mut dyn Write) -> Resu
                 .unwrap_or_default();
             object.insert("endpoints".into(), endpoints.into());
             object.insert("expires_at".into(), live.map(|p| p.expires_at).into());
+            if let Some(stored_at) = stored_at {
+                object.insert("source".into(), "stored".into());
+                object.insert("stored_at".into(), stored_at.into());
+                object.insert(
+                    "stored_age_secs".into(),
+                    now.saturating_sub(stored_at).into(),
+                );
+                let expired = found.presence.as_ref().filter(|p| !p.is_live(now));
+                let expired_endpoints: Vec<&str> = expired
+                    .map(|p| p.endpoints.iter().map(Endpoint::as_str).collect())
+                    .unwrap_or_default();
+                object.insert("expired_endpoints".into(), expired_endpoints.into());
+            }
         }
         return write(out, format_args!("{value:#}\n"));
     }
@@ -322,21 +362,122 @@ fn print_lookup(found: &VerifiedLookup, json: bool, out: &mut dyn Write) -> Resu
         response.address,
         response.public_key.fingerprint()
     );
-    match live {
-        Some(presence) => {
+    let endpoints = |presence: &pd_proto::Presence, text: &mut String| {
+        for (i, endpoint) in presence.endpoints.iter().enumerate() {
+            let label = if i == 0 { "endpoints:" } else { "" };
+            text.push_str(&format!("  {label:<12} {}\n", endpoint.as_str()));
+        }
+    };
+    match (live, &found.presence) {
+        (Some(presence), _) => {
             text.push_str(&format!(
                 "  status:      online until {}\n",
                 rfc3339(presence.expires_at)
             ));
-            for (i, endpoint) in presence.endpoints.iter().enumerate() {
-                let label = if i == 0 { "endpoints:" } else { "" };
-                text.push_str(&format!("  {label:<12} {}\n", endpoint.as_str()));
+            endpoints(presence, &mut text);
+        }
+        (None, Some(presence)) if stored_at.is_some() => {
+            text.push_str(&format!(
+                "  status:      offline? (its record expired at {}, {} ago)\n",
+                rfc3339(presence.expires_at),
+                age(presence.expires_at, now)
+            ));
+            endpoints(presence, &mut text);
+        }
+        _ => text.push_str("  status:      offline\n"),
+    }
+    match stored_at {
+        Some(stored_at) => text.push_str(&format!(
+            "  source:      stored\n  stored:      {} ago ({})\n",
+            age(stored_at, now),
+            rfc3339(stored_at)
+        )),
+        None => {
+            if let Ok(serde_json::Value::String(source)) = serde_json::to_value(response.source) {
+                text.push_str(&format!("  source:      {source}\n"));
             }
         }
-        None => text.push_str("  status:      offline\n"),
     }
-    if let Ok(serde_json::Value::String(source)) = serde_json::to_value(response.source) {
-        text.push_str(&format!("  source:      {source}\n"));
+    write(out, format_args!("{text}"))
+}
+
+/// `chat contacts`: everyone whose answer is stored, with when they were last seen online and
+/// talked with.
+fn list_contacts(home: &Home, json: bool, out: &mut dyn Write) -> Result<(), ChatError> {
+    home.config()?;
+    let contacts = Contacts::new(home.clone()).list()?;
+    let now = now_secs();
+    if json {
+        let list: Vec<serde_json::Value> = contacts
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "address": c.address,
+                    "public_key": c.key.map(|k| k.to_string()),
+                    "fingerprint": c.key.map(|k| k.fingerprint()),
+                    "fetched_at": c.fetched_at,
+                    "last_seen_online": c.last_seen_online,
+                    "last_talked": c.last_talked,
+                    "damaged": c.damaged,
+                })
+            })
+            .collect();
+        return write(out, format_args!("{:#}\n", serde_json::Value::from(list)));
+    }
+    if contacts.is_empty() {
+        return write(
+            out,
+            format_args!(
+                "no contacts yet (an answer is kept for everyone you look up or talk with)\n"
+            ),
+        );
+    }
+    let when =
+        |t: Option<u64>| t.map_or_else(|| "never".to_owned(), |t| format!("{} ago", age(t, now)));
+    let rows: Vec<[String; 5]> = contacts
+        .iter()
+        .map(|c| {
+            [
+                c.address.clone(),
+                c.key.map_or_else(
+                    || "(damaged: `chat contacts remove` it)".to_owned(),
+                    |k| k.fingerprint(),
+                ),
+                when(c.last_seen_online),
+                when(c.last_talked),
+                when(Some(c.fetched_at)),
+            ]
+        })
+        .collect();
+    let header = [
+        "ADDRESS",
+        "FINGERPRINT",
+        "LAST SEEN ONLINE",
+        "LAST TALKED",
+        "STORED",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: [&str; 5]| {
+        let mut row = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                row.push_str(cell);
+            } else {
+                row.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text.push_str(row.trim_end());
+        text.push('\n');
+    };
+    line(header);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
     }
     write(out, format_args!("{text}"))
 }

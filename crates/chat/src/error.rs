@@ -19,6 +19,7 @@
 //! | 13 | the peer's key changed since the last conversation, with no signed rotation |
 //! | 14 | the listener refused the conversation |
 //! | 15 | the conversation broke: the peer vanished or broke the protocol |
+//! | 129, 130, 143 | SIGHUP, Ctrl+C (SIGINT) or SIGTERM ended `listen` or `connect` before it could finish: while connecting, or a second time while leaving |
 
 use std::path::PathBuf;
 
@@ -95,6 +96,24 @@ pub enum ChatError {
     /// A peer-to-peer conversation could not be opened or broke.
     #[error(transparent)]
     Peer(Box<crate::peer::PeerError>),
+    /// A signal ended the command before it could finish.
+    #[error("{message}")]
+    Interrupted {
+        /// What was cut short.
+        message: String,
+        /// The exit code (128 plus the signal's number).
+        code: u8,
+    },
+    /// `chat listen` left but could not withdraw its presence record.
+    #[error("could not withdraw the presence record (it stays valid until {until}): {why}")]
+    NotWithdrawn {
+        /// When the record expires on its own (RFC 3339).
+        until: String,
+        /// Why the withdrawal failed.
+        why: String,
+        /// The exit code of that failure.
+        code: u8,
+    },
 }
 
 impl From<crate::peer::PeerError> for ChatError {
@@ -111,6 +130,8 @@ impl ChatError {
             Self::Policy(message) => (message.clone(), EXIT_POLICY),
             Self::Client(err) => classify(err),
             Self::Peer(err) => (err.to_string(), peer_exit_code(err)),
+            Self::Interrupted { message, code } => (message.clone(), *code),
+            Self::NotWithdrawn { code, .. } => (self.to_string(), *code),
             other => (other.to_string(), EXIT_OTHER),
         };
         (one_line(&message), code)

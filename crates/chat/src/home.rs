@@ -1,6 +1,7 @@
 //! The user's home: the identity key (`identity.key`, mode 0600), the configuration
 //! (`config.toml`: address, home server, CA file), the cached lookup session
-//! (`session.json`, mode 0600) and the keys remembered for peers (`known_peers`).
+//! (`session.json`, mode 0600), the keys remembered for peers (`known_peers`) and the last
+//! verified lookup answers of contacts (`contacts`, with its lock file `contacts.lock`).
 //!
 //! With `--home DIR` everything lives in DIR; by default the configuration goes to the XDG
 //! config directory and the key and session to the XDG data directory. Keys are written with
@@ -27,6 +28,10 @@ pub const OLD_KEY_FILE: &str = "identity.key.old";
 pub const CONFIG_FILE: &str = "config.toml";
 /// File name of the keys remembered for peers.
 pub const KNOWN_PEERS_FILE: &str = "known_peers";
+/// File name of the stored lookup answers of contacts.
+pub const CONTACTS_FILE: &str = "contacts";
+/// File name of the lock taken while the contacts file is updated.
+pub const CONTACTS_LOCK_FILE: &str = "contacts.lock";
 /// File name of the cached session.
 pub const SESSION_FILE: &str = "session.json";
 
@@ -138,6 +143,16 @@ impl Home {
     /// Path of the keys remembered for peers (`known_peers`).
     pub fn known_peers_path(&self) -> PathBuf {
         self.data_dir.join(KNOWN_PEERS_FILE)
+    }
+
+    /// Path of the stored lookup answers of contacts (`contacts`).
+    pub fn contacts_path(&self) -> PathBuf {
+        self.data_dir.join(CONTACTS_FILE)
+    }
+
+    /// Path of the lock file of the contacts.
+    pub fn contacts_lock_path(&self) -> PathBuf {
+        self.data_dir.join(CONTACTS_LOCK_FILE)
     }
 
     /// Path of the new key during a rotation.

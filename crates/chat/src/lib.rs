@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 mod connect;
 pub mod console;
+pub mod contacts;
 pub mod error;
 pub mod home;
 pub mod listen;

@@ -1,7 +1,9 @@
 //! `chat listen`: accept conversations. Binds a port, publishes a signed presence record
 //! with the endpoints to the home node (and republishes it at half its lifetime), checks
-//! each connecting peer's claimed address through the home node, holds several
-//! conversations at once, and on exit says goodbye to every peer and withdraws the record.
+//! each connecting peer's claimed address through the home node (or, while the home node
+//! cannot be reached, against the answer stored for it in the contacts), holds several
+//! conversations at once, and on leaving says goodbye to every peer and withdraws the record
+//! within one bounded time.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -9,19 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pd_client::{ClientError, LookupMode};
-use pd_proto::wire::Source;
+use pd_proto::wire::{PublishResponse, Source};
 use pd_proto::{Address, Endpoint, ProblemType};
-use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
-use crate::account::{Account, is_problem};
+use crate::account::{Account, Answer, is_problem, now_secs};
 use crate::commands::rfc3339;
-use crate::console::{Console, HELP, Line, Signals, parse_line};
-use crate::error::ChatError;
+use crate::console::{
+    Console, HELP, Input, InputMode, LISTEN_COMMANDS, Line, Signal, Signals, View, parse_line,
+};
+use crate::contacts::age;
+use crate::error::{ChatError, EXIT_HOME_UNREACHABLE, EXIT_REMOTE_UNREACHABLE};
 use crate::peer::PeerError;
 use crate::peer::cert::{IdentityCert, PeerCert};
 use crate::peer::frame::RefuseReason;
@@ -30,9 +34,10 @@ use crate::peer::session::{self, Command, Event};
 
 /// At most this many connections (conversations and handshakes) at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Time allowed for goodbyes when leaving.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Wait before retrying a failed republication.
+/// Time allowed for leaving: the goodbyes to every peer and the withdrawal of the record,
+/// which run at the same time.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait before retrying a failed publication.
 const REPUBLISH_RETRY: Duration = Duration::from_secs(30);
 
 /// What `chat listen` was asked to do.
@@ -46,6 +51,8 @@ pub struct ListenOptions {
     pub allow: Vec<Address>,
     /// Lifetime of the presence record.
     pub ttl: Duration,
+    /// Read no input (service mode); also chosen when stdin is `/dev/null` or unreadable.
+    pub no_console: bool,
 }
 
 /// One open conversation.
@@ -61,6 +68,8 @@ struct Conversation {
 struct Conversations {
     open: Vec<Conversation>,
     current: Option<u64>,
+    /// Whether typed lines are read (no "type to send" hints in service mode).
+    console: bool,
     /// Set once the listener is leaving: no more "now talking to" lines.
     leaving: bool,
 }
@@ -83,25 +92,66 @@ impl Conversations {
         }
         if self.current.is_none() {
             self.current = Some(conversation.id);
-            console.status(format!(
-                "talking to {} (type to send; /help for commands)",
-                conversation.peer
-            ));
+            if self.console {
+                console.status(format!(
+                    "talking to {} (type to send; /help for commands)",
+                    conversation.peer
+                ));
+            }
         }
         self.open.push(conversation);
+        self.show(console);
     }
 
     fn remove(&mut self, id: u64, console: &mut Console<'_>) {
         self.open.retain(|c| c.id != id);
         if self.current == Some(id) {
             self.current = self.open.last().map(|c| c.id);
-            if self.leaving {
-                return;
+            if !self.leaving && self.console {
+                match self.open.last() {
+                    Some(next) => console.status(format!("now talking to {}", next.peer)),
+                    None => console.status("no conversation left; waiting for peers"),
+                }
             }
-            match self.open.last() {
-                Some(next) => console.status(format!("now talking to {}", next.peer)),
-                None => console.status("no conversation left; waiting for peers"),
+        }
+        self.show(console);
+    }
+
+    fn switch(&mut self, address: &Address, console: &mut Console<'_>) {
+        match self.open.iter().find(|c| &c.peer == address) {
+            Some(c) => {
+                self.current = Some(c.id);
+                console.status(format!("now talking to {address}"));
             }
+            None => console.status(format!("no conversation with {address} (/list)")),
+        }
+        self.show(console);
+    }
+
+    /// Shows the current conversation in the prompt and offers the open ones to `/to`.
+    fn show(&self, console: &Console<'_>) {
+        console.set_prompt(prompt(self.current().map(|c| &c.peer)));
+        console.set_peers(self.open.iter().map(|c| c.peer.to_string()).collect());
+    }
+}
+
+fn prompt(current: Option<&Address>) -> String {
+    current.map_or_else(|| "no conversation".to_owned(), Address::to_string)
+}
+
+/// Why the listener leaves.
+enum Leave {
+    /// The user asked (`/quit`, end of input, Ctrl+C at the line editor, a broken input).
+    User(&'static str),
+    /// A signal arrived.
+    Signal(Signal),
+}
+
+impl Leave {
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::User(why) => why,
+            Self::Signal(signal) => signal.describe(),
         }
     }
 }
@@ -124,33 +174,77 @@ pub(crate) async fn listen(
     let local = listener
         .local_addr()
         .map_err(|e| PeerError::Setup(format!("cannot listen on {}: {e}", options.bind)))?;
-    let endpoints = if options.advertise.is_empty() {
-        detect_endpoints(&account, local, &mut console).await?
-    } else {
-        options.advertise.clone()
+
+    // Starting: which endpoints to publish, and the first publication. Both ask the home
+    // node, so both give way to Ctrl+C.
+    let endpoints = tokio::select! {
+        endpoints = endpoints_to_publish(&account, &options, local, &mut console) => endpoints?,
+        signal = signals.recv() => {
+            return Err(interrupted(signal, "stopped before listening".into()));
+        }
     };
-    let published = account.publish(&endpoints, options.ttl).await?;
     let shown: Vec<&str> = endpoints.iter().map(Endpoint::as_str).collect();
-    console.status(format!(
-        "listening as {} on {local}; published {} until {}",
-        account.address(),
-        shown.join(", "),
-        rfc3339(published.expires_at)
-    ));
+    let first = tokio::select! {
+        first = account.publish(&endpoints, options.ttl) => first,
+        signal = signals.recv() => {
+            // The record may have been stored just as the signal came: withdraw it.
+            let _ = timeout(LEAVE_TIMEOUT, account.withdraw()).await;
+            return Err(interrupted(signal, "stopped before listening".into()));
+        }
+    };
+    let mut published: Option<PublishResponse> = None;
+    let mut republish_at = Instant::now() + options.ttl / 2;
+    match first {
+        Ok(answer) => {
+            console.status(format!(
+                "listening as {} on {local}; published {} until {}",
+                account.address(),
+                shown.join(", "),
+                rfc3339(answer.expires_at)
+            ));
+            published = Some(answer);
+        }
+        Err(e) if e.report().1 == EXIT_HOME_UNREACHABLE => {
+            console.status(format!(
+                "listening as {} on {local}; could not publish {} ({}); retrying every {} s \
+                 (peers who stored your record can still connect)",
+                account.address(),
+                shown.join(", "),
+                e.report().0,
+                REPUBLISH_RETRY.as_secs()
+            ));
+            republish_at = Instant::now() + REPUBLISH_RETRY.min(options.ttl / 4);
+        }
+        Err(e) => return Err(e),
+    }
     if options.allow.is_empty() {
         console.status("accepting every authenticated peer (restrict with --allow ADDRESS)");
     }
+
+    let input = InputMode::detect(options.no_console, true);
+    if input == InputMode::None {
+        console
+            .status("no console: received lines go to stdout; leave with Ctrl+C or SIGTERM (kill)");
+    }
+    console.start_input(
+        input,
+        View {
+            prompt: prompt(None),
+            commands: LISTEN_COMMANDS,
+        },
+    )?;
 
     let known = Arc::new(KnownPeers::new(account.home().clone()));
     let allow = Arc::new(options.allow.clone());
     let (events_tx, mut events) = mpsc::channel::<Event>(256);
     let mut tasks = JoinSet::new();
-    let mut conversations = Conversations::default();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut conversations = Conversations {
+        console: input != InputMode::None,
+        ..Conversations::default()
+    };
     let mut next_id = 0_u64;
-    let mut republish_at = Instant::now() + options.ttl / 2;
 
-    let reason = loop {
+    let leave = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, from)) => {
@@ -177,52 +271,62 @@ pub(crate) async fn listen(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(event) = events.recv() => handle_event(event, &mut conversations, &mut console)?,
+            Some(event) = events.recv() => {
+                handle_event(event, &mut conversations, &mut console).await?;
+            }
             Some(_) = tasks.join_next() => {}
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => match parse_line(&line) {
+            input = console.next_input() => match input {
+                Input::Line(line) => match parse_line(&line) {
                     Line::Empty => {}
-                    Line::Quit => break "quit",
+                    Line::Quit => break Leave::User("quit"),
                     Line::Help => console.status(HELP),
                     Line::Invalid(why) => console.status(why),
                     Line::List => list(&conversations, &mut console),
-                    Line::To(address) => {
-                        match conversations.open.iter().find(|c| c.peer == address) {
-                            Some(c) => {
-                                conversations.current = Some(c.id);
-                                console.status(format!("now talking to {address}"));
-                            }
-                            None => console.status(format!("no conversation with {address} (/list)")),
-                        }
-                    }
+                    Line::To(address) => conversations.switch(&address, &mut console),
                     Line::Text(text) => send_text(&conversations, text, &mut console),
                 },
-                Ok(None) => break "end of input",
-                Err(e) => {
+                Input::Unusable(why) => console.status(format!("not sent: {why}")),
+                Input::End => break Leave::User("end of input"),
+                Input::Interrupt => break Leave::Signal(Signal::Interrupt),
+                Input::Failed(e) => {
                     console.status(format!("cannot read the input ({e}); leaving"));
-                    break "unreadable input";
+                    break Leave::User("unreadable input");
                 }
             },
             () = sleep_until(republish_at) => {
                 match account.publish(&endpoints, options.ttl).await {
-                    Ok(_) => republish_at = Instant::now() + options.ttl / 2,
+                    Ok(answer) => {
+                        if published.is_none() {
+                            console.status(format!(
+                                "published {} until {}",
+                                shown.join(", "),
+                                rfc3339(answer.expires_at)
+                            ));
+                        }
+                        published = Some(answer);
+                        republish_at = Instant::now() + options.ttl / 2;
+                    }
                     Err(e) => {
                         console.status(format!(
-                            "could not republish the presence record (retrying): {}",
+                            "could not publish the presence record (retrying): {}",
                             e.report().0
                         ));
                         republish_at = Instant::now() + REPUBLISH_RETRY.min(options.ttl / 4);
                     }
                 }
             }
-            signal = signals.recv() => break signal,
+            signal = signals.recv() => break Leave::Signal(signal),
         }
     };
 
-    // Leaving: goodbye to every peer, then wait (a bounded time) for the conversations and
-    // handshakes still running to end.
+    // Leaving. The terminal gets its mode back first, so a second Ctrl+C is a signal again;
+    // no new connection is accepted; every peer is told goodbye while the record is
+    // withdrawn, all within LEAVE_TIMEOUT; a second signal leaves at once.
+    console.stop_input();
+    drop(listener);
     console.status(format!(
-        "{reason}: saying goodbye to {} peer(s)",
+        "{}: saying goodbye to {} peer(s)",
+        leave.describe(),
         conversations.open.len()
     ));
     conversations.leaving = true;
@@ -230,40 +334,81 @@ pub(crate) async fn listen(
         let _ = conversation.commands.try_send(Command::Bye(None));
     }
     drop(events_tx);
-    let deadline = Instant::now() + GOODBYE_TIMEOUT;
-    loop {
+    let deadline = Instant::now() + LEAVE_TIMEOUT;
+    let record_until = published.as_ref().map(|p| rfc3339(p.expires_at));
+    let publishes = record_until.is_some();
+    let withdrawal = async {
+        if publishes {
+            Some(account.withdraw().await)
+        } else {
+            None
+        }
+    };
+    tokio::pin!(withdrawal);
+    let mut withdrawn: Option<Option<Result<(), ChatError>>> = None;
+    let mut goodbyes_done = false;
+    while !(goodbyes_done && withdrawn.is_some()) {
         tokio::select! {
-            event = events.recv() => match event {
+            event = events.recv(), if !goodbyes_done => match event {
                 Some(Event::Opened { commands, .. }) => {
                     let _ = commands.try_send(Command::Bye(Some("leaving".into())));
                 }
-                Some(event) => handle_event(event, &mut conversations, &mut console)?,
-                None => break,
+                Some(event) => handle_event(event, &mut conversations, &mut console).await?,
+                None => goodbyes_done = true,
             },
-            () = sleep_until(deadline) => {
-                console.status("some peers did not answer in time; closing anyway");
-                break;
+            result = &mut withdrawal, if withdrawn.is_none() => withdrawn = Some(result),
+            () = sleep_until(deadline) => break,
+            signal = signals.recv() => {
+                let record = record_until.as_ref().map_or_else(String::new, |until| {
+                    format!("; the presence record stays valid until {until}")
+                });
+                return Err(interrupted(
+                    signal,
+                    format!("left without waiting for the goodbyes{record}"),
+                ));
             }
         }
     }
+    if !goodbyes_done {
+        console.status("some peers did not answer in time; closing anyway");
+    }
     tasks.shutdown().await;
-    match account.withdraw().await {
-        Ok(()) => {
+    match (withdrawn, record_until) {
+        (_, None) => {
+            console.status("no presence record was published, so none to withdraw");
+            Ok(())
+        }
+        (Some(Some(Ok(()))), _) => {
             console.status(format!(
                 "withdrew the presence record of {}",
                 account.address()
             ));
             Ok(())
         }
-        Err(e) => Err(ChatError::Home(format!(
-            "could not withdraw the presence record (it stays valid until {}): {}",
-            rfc3339(published.expires_at),
-            e.report().0
-        ))),
+        (Some(Some(Err(cause))), Some(until)) => {
+            let (why, code) = cause.report();
+            Err(ChatError::NotWithdrawn { until, why, code })
+        }
+        (_, Some(until)) => Err(ChatError::NotWithdrawn {
+            until,
+            why: format!(
+                "the home server did not answer within {} s",
+                LEAVE_TIMEOUT.as_secs()
+            ),
+            code: EXIT_HOME_UNREACHABLE,
+        }),
     }
 }
 
-fn handle_event(
+/// The error of a process ended by `signal` before it could finish.
+fn interrupted(signal: Signal, what: String) -> ChatError {
+    ChatError::Interrupted {
+        message: format!("{}: {what}", signal.describe()),
+        code: signal.exit_code(),
+    }
+}
+
+async fn handle_event(
     event: Event,
     conversations: &mut Conversations,
     console: &mut Console<'_>,
@@ -282,12 +427,13 @@ fn handle_event(
             ));
             conversations.add(Conversation { id, peer, commands }, console);
         }
-        Event::Message(message) => console.message(&message.peer, &message.text)?,
+        Event::Message(message) => console.message(&message.peer, &message.text).await?,
         Event::Ended { id, peer, end } => {
             console.status(end.describe(&peer));
             conversations.remove(id, console);
         }
         Event::Failed { from, failure, .. } => console.status(failure.describe(from)),
+        Event::Notice(text) => console.status(text),
     }
     Ok(())
 }
@@ -351,25 +497,36 @@ impl Connection {
             events,
         } = self;
         let deadline = Instant::now() + session::HANDSHAKE_TIMEOUT;
+        let mut notices = Vec::new();
         let opened = async {
             let (cert, channel) = session::handshake(tcp, acceptor, deadline).await?;
-            let checked =
-                tokio::time::timeout_at(deadline, check_peer(&account, &known, &allow, &cert))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err((
-                            RefuseReason::LookupFailed,
-                            "the lookup of the address took too long".into(),
-                        ))
-                    });
+            let checked = tokio::time::timeout_at(
+                deadline,
+                check_peer(&account, &known, &allow, &cert, &mut notices),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    RefuseReason::LookupFailed,
+                    "the lookup of the address took too long".into(),
+                ))
+            });
             let channel = session::answer(channel, &cert, checked, deadline).await?;
             Ok((cert, channel))
         };
-        match opened.await {
+        let opened = opened.await;
+        for notice in notices {
+            let _ = events.send(Event::Notice(notice)).await;
+        }
+        match opened {
             Err(failure) => {
                 let _ = events.send(Event::Failed { id, from, failure }).await;
             }
             Ok((cert, channel)) => {
+                if let Err(e) = account.contacts().record_talk(&cert.address, now_secs()) {
+                    let notice = format!("could not note the conversation in the contacts: {e}");
+                    let _ = events.send(Event::Notice(notice)).await;
+                }
                 let (commands_tx, commands) = mpsc::channel(64);
                 let opened = Event::Opened {
                     id,
@@ -397,13 +554,15 @@ impl Connection {
 }
 
 /// The listener's checks of a connecting peer: the allow list, then a lookup of the claimed
-/// address through this account's home node (the key must be the certificate's), then the
-/// known-peers file.
+/// address through this account's home node (the key must be the certificate's; while the
+/// home node cannot be reached, the key stored for the address in the contacts), then the
+/// known-peers file. Lines for the user go to `notices`.
 async fn check_peer(
     account: &Account,
     known: &KnownPeers,
     allow: &[Address],
     cert: &PeerCert,
+    notices: &mut Vec<String>,
 ) -> Result<(), (RefuseReason, String)> {
     let claimed = &cert.address;
     if !allow.is_empty() && !allow.contains(claimed) {
@@ -411,31 +570,64 @@ async fn check_peer(
     }
     let lookup = async |mode| {
         account
-            .lookup(claimed, mode)
+            .lookup_or_stored(claimed, mode)
             .await
             .map_err(|err| match &err {
                 ChatError::Client(client) if is_problem(client, ProblemType::UnknownUser) => (
                     RefuseReason::UnknownUser,
                     format!("{claimed} is not registered"),
                 ),
+                other
+                    if matches!(
+                        other.report().1,
+                        EXIT_HOME_UNREACHABLE | EXIT_REMOTE_UNREACHABLE
+                    ) =>
+                {
+                    (
+                        RefuseReason::LookupFailed,
+                        format!(
+                            "could not check {claimed} with the home node (unreachable), and \
+                             no record of it is stored"
+                        ),
+                    )
+                }
                 other => (RefuseReason::LookupFailed, other.report().0),
             })
     };
-    let mut found = lookup(None).await?;
+    let mut answer = lookup(None).await?;
     // A cached answer may predate a key rotation: ask the peer's home node again.
-    if *found.public_key() != cert.key
+    if let Answer::Live(found) = &answer
+        && *found.public_key() != cert.key
         && matches!(found.response.source, Source::Cache | Source::Stale)
     {
-        found = lookup(Some(LookupMode::Refresh)).await?;
+        answer = lookup(Some(LookupMode::Refresh)).await?;
     }
+    let found = answer.lookup();
     let registered = *found.public_key();
-    if registered != cert.key {
-        eprintln!(
-            "* WARNING: possible impersonation: a peer claiming to be {claimed} presented key {}, \
+    if let Answer::Stored { contact, why } = &answer {
+        let stored = age(contact.fetched_at, now_secs());
+        if registered != cert.key {
+            return Err((
+                RefuseReason::LookupFailed,
+                format!(
+                    "could not check {claimed} with the home node, and its key {} is not the \
+                     one stored for it ({}, {stored} ago)",
+                    cert.key.fingerprint(),
+                    registered.fingerprint()
+                ),
+            ));
+        }
+        notices.push(format!(
+            "could not check {claimed} with the home node ({why}): accepted by the key \
+             stored {stored} ago"
+        ));
+    } else if registered != cert.key {
+        notices.push(format!(
+            "WARNING: possible impersonation: a peer claiming to be {claimed} presented key {}, \
              but its home node vouches for key {}; refused",
             cert.key.fingerprint(),
             registered.fingerprint()
-        );
+        ));
         return Err((
             RefuseReason::KeyMismatch,
             format!(
@@ -448,21 +640,21 @@ async fn check_peer(
     match known.check(claimed, &cert.key, |old| found.rotated_from(old).is_ok()) {
         Ok(KeyCheck::FirstContact | KeyCheck::Known) => Ok(()),
         Ok(KeyCheck::Rotated { previous }) => {
-            eprintln!(
-                "* {claimed} rotated its key from {} to {} (signed by the old key); remembered",
+            notices.push(format!(
+                "{claimed} rotated its key from {} to {} (signed by the old key); remembered",
                 previous.fingerprint(),
                 cert.key.fingerprint()
-            );
+            ));
             Ok(())
         }
         Ok(KeyCheck::Changed { known }) => {
-            eprintln!(
-                "* WARNING: the key of {claimed} has changed: remembered {}, now {}, with no \
+            notices.push(format!(
+                "WARNING: the key of {claimed} has changed: remembered {}, now {}, with no \
                  rotation signed by the old key; refused. If {claimed} confirms the new \
                  fingerprint by another way, run `chat trust {claimed}`",
                 known.fingerprint(),
                 cert.key.fingerprint()
-            );
+            ));
             Err((
                 RefuseReason::KeyChanged,
                 format!(
@@ -473,6 +665,20 @@ async fn check_peer(
             ))
         }
         Err(e) => Err((RefuseReason::LookupFailed, e.report().0)),
+    }
+}
+
+/// The endpoints to publish: those given with `--advertise`, or the detected ones.
+async fn endpoints_to_publish(
+    account: &Account,
+    options: &ListenOptions,
+    local: SocketAddr,
+    console: &mut Console<'_>,
+) -> Result<Vec<Endpoint>, ChatError> {
+    if options.advertise.is_empty() {
+        detect_endpoints(account, local, console).await
+    } else {
+        Ok(options.advertise.clone())
     }
 }
 
@@ -496,6 +702,13 @@ async fn detect_endpoints(
                     "the home node does not tell clients their address (no /v1/whoami); \
                      publishing the local address only",
                 );
+            }
+            Err(e) if e.report().1 == EXIT_HOME_UNREACHABLE => {
+                console.status(format!(
+                    "cannot ask the home node which address it sees ({}); publishing the local \
+                     address only",
+                    e.report().0
+                ));
             }
             Err(e) => return Err(e),
         }

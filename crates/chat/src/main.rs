@@ -2,11 +2,14 @@
 //! `error: ...` line on stderr and the documented exit code.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // Before anything opens a file, which could take the number of a closed stdin.
+    chat::console::detect_stdin();
     let cli = match chat::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -37,8 +40,13 @@ fn run(cli: chat::Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let mut stdout = std::io::stdout().lock();
-    runtime.block_on(chat::main_with(cli, &mut stdout))?;
+    // Not locked for the whole run: the line editor's terminal library writes to stdout
+    // from its own thread (its cursor-position query).
+    let mut stdout = std::io::stdout();
+    let outcome = runtime.block_on(chat::main_with(cli, &mut stdout));
+    // A blocking task still running (a DNS lookup that hangs) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    outcome?;
     Ok(())
 }
 

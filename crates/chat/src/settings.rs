@@ -9,7 +9,7 @@ use pd_client::LookupMode;
 use pd_proto::{Address, Endpoint, MAX_PRESENCE_TTL_SECS};
 use url::Url;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ContactsCommand};
 use crate::error::ChatError;
 use crate::home::Home;
 use crate::listen::ListenOptions;
@@ -75,6 +75,13 @@ pub enum Action {
         /// The fingerprint the key must have.
         fingerprint: Option<String>,
     },
+    /// List the contacts.
+    Contacts {
+        /// Print JSON.
+        json: bool,
+    },
+    /// Forget a contact's stored answer.
+    RemoveContact(Address),
     /// Show fingerprints (own when `None`).
     Fingerprint(Option<Address>),
     /// Export the chat certificate and key.
@@ -154,6 +161,7 @@ fn action(command: Command) -> Result<Action, ChatError> {
             advertise,
             allow,
             ttl,
+            no_console,
         } => Action::Listen(ListenOptions {
             bind: parse_bind(&bind)?,
             advertise: advertise
@@ -165,6 +173,7 @@ fn action(command: Command) -> Result<Action, ChatError> {
                 .map(|a| parse_address(a))
                 .collect::<Result<_, _>>()?,
             ttl: parse_ttl(&ttl)?,
+            no_console,
         }),
         Command::Connect { address } => Action::Connect(parse_address(&address)?),
         Command::Trust {
@@ -173,6 +182,12 @@ fn action(command: Command) -> Result<Action, ChatError> {
         } => Action::Trust {
             address: parse_address(&address)?,
             fingerprint,
+        },
+        Command::Contacts { command, json } => match command {
+            None => Action::Contacts { json },
+            Some(ContactsCommand::Remove { address }) => {
+                Action::RemoveContact(parse_address(&address)?)
+            }
         },
         Command::Fingerprint { address } => {
             Action::Fingerprint(address.as_deref().map(parse_address).transpose()?)
@@ -351,11 +366,35 @@ mod tests {
         assert!(usage_message(&["listen", "--advertise", "a.example"]).contains("port"));
         assert!(usage_message(&["listen", "--advertise", "a.example:0"]).contains("port"));
         assert!(usage_message(&["listen", "--allow", "nope"]).contains("invalid address"));
+        match settings(&["listen", "--no-console"]).unwrap().action {
+            Action::Listen(options) => assert!(options.no_console),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             settings(&["connect", "bob@b.example"]).unwrap().action,
             Action::Connect(_)
         ));
         assert_eq!(settings(&["connect", "bob"]).unwrap_err().report().1, 2);
+    }
+
+    #[test]
+    fn contacts_list_or_remove_one() {
+        assert!(matches!(
+            settings(&["contacts"]).unwrap().action,
+            Action::Contacts { json: false }
+        ));
+        assert!(matches!(
+            settings(&["contacts", "--json"]).unwrap().action,
+            Action::Contacts { json: true }
+        ));
+        match settings(&["contacts", "remove", "Bob@B.example"])
+            .unwrap()
+            .action
+        {
+            Action::RemoveContact(address) => assert_eq!(address.to_string(), "bob@b.example"),
+            other => panic!("{other:?}"),
+        }
+        assert!(usage_message(&["contacts", "remove", "nope"]).contains("invalid address"));
     }
 
     #[test]

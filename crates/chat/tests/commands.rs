@@ -531,3 +531,63 @@ async fn lookup_flags_pass_the_cache_mode_to_the_home_server() {
     chat(&home, &["lookup", BOB, "--refresh"]).await.unwrap();
     chat(&home, &["lookup", BOB, "--cache-only"]).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_verified_answer_is_stored_and_shown_while_the_home_node_is_unavailable() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = registered_home(&dir, &server);
+    let bob = SecretKey::from_seed(&[6; 32]);
+    mount_login(&server, "t1", 1).await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/lookup/{BOB}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(bob_answer(&bob)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    chat(&home, &["lookup", BOB]).await.unwrap();
+    let listed = chat(&home, &["contacts"]).await.unwrap();
+    assert!(listed.contains(BOB), "{listed}");
+    assert!(listed.contains(&bob.public().fingerprint()), "{listed}");
+
+    // The node now answers 503: the stored answer stands in, marked as such.
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/lookup/{BOB}")))
+        .respond_with(problem(ProblemType::Unavailable))
+        .mount(&server)
+        .await;
+    let out = chat(&home, &["lookup", BOB]).await.unwrap();
+    assert!(out.contains("source:      stored"), "{out}");
+    assert!(out.contains("tcp://192.0.2.9:7000"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&chat(&home, &["lookup", BOB, "--json"]).await.unwrap()).unwrap();
+    assert_eq!(json["source"], "stored");
+    assert_eq!(json["online"], true);
+
+    // Other failures are not masked, and a forgotten contact leaves the node's error.
+    chat(&home, &["contacts", "remove", BOB]).await.unwrap();
+    let err = chat(&home, &["lookup", BOB]).await.unwrap_err();
+    assert_eq!(err.report().1, 4, "{err}");
+}
+
+#[tokio::test]
+async fn an_answer_that_does_not_verify_is_not_stored() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = registered_home(&dir, &server);
+    let bob = SecretKey::from_seed(&[7; 32]);
+    let mut forged = bob_answer(&bob);
+    forged.public_key = SecretKey::from_seed(&[8; 32]).public();
+    mount_login(&server, "t1", 1).await;
+    mount_lookup(
+        &server,
+        "t1",
+        ResponseTemplate::new(200).set_body_json(forged),
+    )
+    .await;
+    let err = chat(&home, &["lookup", BOB]).await.unwrap_err();
+    assert_eq!(err.report().1, 7, "{err}");
+    let listed = chat(&home, &["contacts"]).await.unwrap();
+    assert!(listed.starts_with("no contacts yet"), "{listed}");
+    assert!(!home.contacts_path().exists());
+}

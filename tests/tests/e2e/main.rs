@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod chat_flow;
+mod console;
+mod contacts;
 mod durability;
 mod invite;
 mod p2p;

@@ -129,6 +129,9 @@ pub enum Event {
         /// How.
         end: End,
     },
+    /// Something the user should read (a warning about a peer's key, an address accepted
+    /// by its stored key while the home node was unreachable).
+    Notice(String),
     /// An incoming connection did not become a conversation.
     Failed {
         /// Which connection.
