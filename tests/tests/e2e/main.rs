@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod chat_flow;
+mod crash;
 mod durability;
 mod invite;
 mod p2p;
