@@ -81,7 +81,7 @@ enum Pending {
     Register,
     Publish(u64),
     Withdraw,
-    Rotate(SecretKey),
+    Rotate(Box<SecretKey>),
 }
 
 /// One account as its client knows it: what the node acknowledged, and the write that was
@@ -331,7 +331,7 @@ async fn write(
                 new_key_signature,
             };
             let result = client.rotate(address, &request).await.map(drop);
-            (Pending::Rotate(new_key), classify(result))
+            (Pending::Rotate(Box::new(new_key)), classify(result))
         }
     }
 }
@@ -351,7 +351,7 @@ fn apply(account: &mut Account, write: Pending) {
         Pending::Publish(seq) => account.presence = Some(seq),
         Pending::Withdraw => account.presence = None,
         Pending::Rotate(new_key) => {
-            account.key = new_key;
+            account.key = *new_key;
             account.presence = None;
         }
     }
