@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+pub mod crash;
 mod terminal;
 
 pub use terminal::ChatTerminal;
@@ -54,11 +55,15 @@ pub fn binaries() -> &'static Binaries {
 }
 
 fn locate_binaries() -> anyhow::Result<Binaries> {
-    // The test executable lives in target/<profile>/deps; the binaries in target/<profile>.
+    // A test executable lives in target/<profile>/deps, a harness binary (`pd-crash`) in
+    // target/<profile>; the binaries under test in target/<profile>.
     let exe = std::env::current_exe().context("failed to find the test executable")?;
     let dir = exe
         .parent()
-        .and_then(Path::parent)
+        .map(|dir| match dir.file_name() {
+            Some(name) if name == "deps" => dir.parent().unwrap_or(dir),
+            _ => dir,
+        })
         .context("the test executable has no target directory")?;
     let binaries = Binaries {
         pd_server: dir.join(format!("pd-server{}", std::env::consts::EXE_SUFFIX)),
@@ -147,6 +152,22 @@ impl Node {
     /// Starts a node with `options` on `127.0.0.1:0`, and waits until it is healthy.
     pub fn start_with(data_dir: &Path, domain: &str, options: NodeOptions) -> anyhow::Result<Self> {
         Self::spawn(data_dir, domain, "127.0.0.1:0".parse()?, options)
+    }
+
+    /// Starts a node with `options` listening on `listen` (for nodes that must name each
+    /// other's ports before they start), and waits until it is healthy.
+    pub fn start_with_at(
+        data_dir: &Path,
+        domain: &str,
+        listen: SocketAddr,
+        options: NodeOptions,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(data_dir, domain, listen, options)
+    }
+
+    /// The process id of the running node (`None` once it was killed or stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(

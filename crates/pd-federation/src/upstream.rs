@@ -135,7 +135,9 @@ impl UpstreamLookup for Upstream {
 /// Checks that `answer` is about exactly `asked`, that its rotation proofs form a chain
 /// ending at its key and that its presence record verifies; drops an expired presence
 /// record and bounds `ttl` by the record's remaining lifetime.
-fn verify_answer(
+///
+/// Public so that the fuzz targets exercise exactly the check the node applies.
+pub fn verify_answer(
     asked: &Address,
     mut answer: LookupResponse,
 ) -> Result<LookupResponse, UpstreamError> {

@@ -5,6 +5,7 @@ mod bad_input;
 mod chat_flow;
 mod console;
 mod contacts;
+mod crash;
 mod durability;
 mod invite;
 mod p2p;

@@ -7,6 +7,8 @@ mod cli;
 mod doctor;
 mod federation;
 mod healthcheck;
+mod hostile;
+mod hostile_netns;
 mod lifecycle;
 mod lookup;
 mod node;
