@@ -346,7 +346,7 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", policy.explain(&host, now));
+            println!("{}", crate::admin::explain(&policy, &host, now).line);
         }
         TrustCommand::Export { format, kind } => {
             let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
@@ -361,8 +361,13 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
         TrustCommand::Import { file, kind } => {
             let bytes = std::fs::read(&file)
                 .with_context(|| format!("failed to read {}", file.display()))?;
-            let parsed = lists::parse(&bytes)
+            let mut parsed = lists::parse(&bytes)
                 .with_context(|| format!("failed to parse {}", file.display()))?;
+            let name = file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            lists::mark_imported(&mut parsed.entries, &name, now);
             for warning in &parsed.warnings {
                 eprintln!("warning: line {}: {}", warning.line, warning.message);
             }
