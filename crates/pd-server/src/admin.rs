@@ -137,11 +137,7 @@ async fn explain_json(
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let host = ops::parse_domain(&domain)?;
-    let explained = explain(
-        &state.federation.trust.current(),
-        &host,
-        SystemTime::now(),
-    );
+    let explained = explain(&state.federation.trust.current(), &host, SystemTime::now());
     Ok(Json(json!({
         "domain": host.to_string(),
         "allowed": explained.verdict.allowed,

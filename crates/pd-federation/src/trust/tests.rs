@@ -599,10 +599,7 @@ mod list_formats {
         parsed.entries[1].added_by = Some("ops".into());
         let when = at("2026-02-03T04:05:06Z");
         lists::mark_imported(&mut parsed.entries, "blocks.csv", when);
-        assert_eq!(
-            lists::imported_from(&parsed.entries[0]),
-            Some("blocks.csv")
-        );
+        assert_eq!(lists::imported_from(&parsed.entries[0]), Some("blocks.csv"));
         assert_eq!(parsed.entries[0].added_at, Some(when));
         assert_eq!(lists::imported_from(&parsed.entries[1]), None);
         assert_eq!(parsed.entries[1].added_by.as_deref(), Some("ops"));
@@ -841,7 +838,9 @@ mod handle {
         assert!(trust.audit_log().is_empty(), "no change, no record");
         trust.replace(policy("[trust]\ndeny = [\"b.example\"]"));
         trust
-            .reload(config("[trust]\nmode = \"allowlist\"\nallow = [\"c.example\"]"))
+            .reload(config(
+                "[trust]\nmode = \"allowlist\"\nallow = [\"c.example\"]",
+            ))
             .unwrap();
         let log = trust.audit_log();
         assert_eq!(log.len(), 2);

@@ -59,17 +59,18 @@ impl Access {
 /// The middleware: authentication (or the loopback rules), the cross-site check, then the
 /// protective headers on the answer.
 pub(crate) async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    if let Err(refusal) = admit(&access, &req) {
+    if let Some(refusal) = refusal(&access, &req) {
         return protect(refusal);
     }
     protect(next.run(req).await)
 }
 
-fn admit(access: &Access, req: &Request) -> Result<(), Response> {
+/// The answer refusing `req`, or `None` when it may go on.
+fn refusal(access: &Access, req: &Request) -> Option<Response> {
     match &access.token {
         Some(token) => {
             if !carries_token(req.headers(), token) {
-                return Err(unauthorized());
+                return Some(unauthorized());
             }
         }
         None => {
@@ -78,14 +79,16 @@ fn admit(access: &Access, req: &Request) -> Result<(), Response> {
                 .get::<ConnectInfo<SocketAddr>>()
                 .is_some_and(|c| c.0.ip().is_loopback());
             if !loopback {
-                return Err(ApiError::new(
-                    ProblemType::NotFound,
-                    "the admin surface only answers loopback clients",
-                )
-                .into_response());
+                return Some(
+                    ApiError::new(
+                        ProblemType::NotFound,
+                        "the admin surface only answers loopback clients",
+                    )
+                    .into_response(),
+                );
             }
             if !request_host(req).is_some_and(is_loopback_name) {
-                return Err(ApiError::new(
+                return Some(ApiError::new(
                     ProblemType::InvalidRequest,
                     "the admin surface answers only requests addressed to localhost, 127.0.0.1 or [::1]; \
                      set admin.token to reach it under another name",
@@ -97,13 +100,15 @@ fn admit(access: &Access, req: &Request) -> Result<(), Response> {
     if !is_safe(req.method())
         && let Some(why) = cross_site(req)
     {
-        return Err(ApiError::new(
-            ProblemType::InvalidRequest,
-            format!("cross-site request refused ({why}); use the admin pages themselves"),
-        )
-        .into_response());
+        return Some(
+            ApiError::new(
+                ProblemType::InvalidRequest,
+                format!("cross-site request refused ({why}); use the admin pages themselves"),
+            )
+            .into_response(),
+        );
     }
-    Ok(())
+    None
 }
 
 /// Whether `headers` carry `token`, as a bearer token or as the password of HTTP Basic
@@ -168,7 +173,10 @@ fn cross_site(req: &Request) -> Option<String> {
             b"same-origin" | b"none" => None,
             other => Some(format!(
                 "Sec-Fetch-Site: {}",
-                String::from_utf8_lossy(other).chars().take(40).collect::<String>()
+                String::from_utf8_lossy(other)
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
             )),
         };
     }
@@ -209,7 +217,8 @@ fn is_loopback_name(host: &str) -> bool {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Adds the headers every admin answer carries (keeping any the handler set).

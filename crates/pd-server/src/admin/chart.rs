@@ -115,6 +115,8 @@ pub(super) fn nice_ceiling(v: f64) -> f64 {
 pub(super) fn rate(per_sec: f64) -> String {
     if per_sec == 0.0 {
         "0".to_owned()
+    } else if per_sec < 0.005 {
+        "< 0.01".to_owned()
     } else if per_sec >= 10.0 {
         format!("{per_sec:.0}")
     } else if per_sec >= 1.0 {
@@ -344,9 +346,9 @@ mod tests {
         assert!((heights - (BOTTOM - TOP)).abs() < 0.3, "{heights}");
         assert_eq!(chart.columns.len(), 3);
         assert!(
-            chart.columns[1]
-                .title
-                .contains("60 lookups (1.0/s): local 30, remote 0, cached 24, refused 6; cache hits 100 %"),
+            chart.columns[1].title.contains(
+                "60 lookups (1.0/s): local 30, remote 0, cached 24, refused 6; cache hits 100 %"
+            ),
             "{}",
             chart.columns[1].title
         );

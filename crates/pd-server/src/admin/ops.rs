@@ -5,7 +5,9 @@
 use std::time::SystemTime;
 
 use pd_federation::backoff::{PeerHealth, PeerStatus};
-use pd_federation::trust::{PolicyDiff, SubscriptionConfig, SubscriptionStatus, TrustPolicy, Verdict};
+use pd_federation::trust::{
+    PolicyDiff, SubscriptionConfig, SubscriptionStatus, TrustPolicy, Verdict,
+};
 use pd_proto::{Host, ProblemType};
 use url::Url;
 
@@ -36,9 +38,7 @@ pub enum AdminError {
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         let kind = match &e {
-            AdminError::InvalidDomain { .. } | AdminError::Reload(_) => {
-                ProblemType::InvalidRequest
-            }
+            AdminError::InvalidDomain { .. } | AdminError::Reload(_) => ProblemType::InvalidRequest,
             AdminError::NotTracked(_) => ProblemType::NotFound,
         };
         ApiError::new(kind, e.to_string())

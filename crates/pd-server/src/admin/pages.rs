@@ -34,9 +34,9 @@ use pd_proto::ProblemType;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::Mutex;
 
+use super::AdminState;
 use super::chart::{self, HEIGHT, LookupChart, RATIO_HEIGHT, RatioChart, WIDTH};
 use super::ops::{self, PeerState};
-use super::AdminState;
 use crate::http::ApiError;
 use crate::metrics::traffic::LookupClass;
 use crate::state::AppState;
@@ -97,12 +97,16 @@ impl Pages {
             return counts.clone();
         }
         let now = pd_proto::now_micros() / 1_000_000;
-        let counts =
-            match tokio::time::timeout(STORE_TIMEOUT, app.registry.store().user_counts(now)).await {
-                Ok(Ok(counts)) => Ok(counts),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the store did not answer in time".to_owned()),
-            };
+        let counts = match tokio::time::timeout(
+            STORE_TIMEOUT,
+            app.registry.store().user_counts(now),
+        )
+        .await
+        {
+            Ok(Ok(counts)) => Ok(counts),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the store did not answer in time".to_owned()),
+        };
         *cached = Some((Instant::now(), counts.clone()));
         counts
     }
@@ -222,6 +226,9 @@ impl Moment {
 /// A duration in its largest unit: `42 s`, `3 min`, `5 h`, `2 d`.
 fn span(d: Duration) -> String {
     let s = d.as_secs();
+    if s == 0 && !d.is_zero() {
+        return format!("{} ms", d.as_millis().max(1));
+    }
     match s {
         0..=59 => format!("{s} s"),
         60..=3599 => format!("{} min", s / 60),
@@ -248,6 +255,32 @@ fn millis(d: Duration) -> String {
         format!("{ms:.1} ms")
     } else {
         format!("{ms:.0} ms")
+    }
+}
+
+/// A text that may be long (an error of a remote node, a list's reason): its start, and
+/// the whole of it when the start is not all of it.
+#[derive(Debug, Clone)]
+struct LongText {
+    head: String,
+    full: Option<String>,
+}
+
+impl LongText {
+    /// Characters shown before the rest is folded away.
+    const HEAD: usize = 240;
+
+    fn new(text: String) -> Self {
+        match text.char_indices().nth(Self::HEAD) {
+            Some((cut, _)) => Self {
+                head: text[..cut].to_owned(),
+                full: Some(text),
+            },
+            None => Self {
+                head: text,
+                full: None,
+            },
+        }
     }
 }
 
@@ -340,7 +373,11 @@ struct OverviewPage {
     keys: Vec<KeyRow>,
 }
 
-async fn overview(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req: Request) -> Response {
+async fn overview(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    req: Request,
+) -> Response {
     let notice = pages.take(&Query::of(&req)).await;
     let store = app.registry.store();
     let store_error = match tokio::time::timeout(STORE_TIMEOUT, store.ping()).await {
@@ -373,7 +410,10 @@ async fn overview(State(app): State<AppState>, State(pages): State<Arc<Pages>>, 
         snap.hour_lookups(LookupClass::Cached),
         snap.hour_lookups(LookupClass::Remote),
     )
-    .map_or_else(|| "no lookups of other domains' users".to_owned(), |r| format!("{:.0} %", r * 100.0));
+    .map_or_else(
+        || "no lookups of other domains' users".to_owned(),
+        |r| format!("{:.0} %", r * 100.0),
+    );
     let problems = snap
         .problems()
         .into_iter()
@@ -418,7 +458,11 @@ async fn overview(State(app): State<AppState>, State(pages): State<Arc<Pages>>, 
         layout: Layout::new(&app, &pages, "/", notice),
         started: Moment::of(traffic.started_at()),
         uptime: uptime(traffic.uptime()),
-        store_kind: if store.is_shared() { "PostgreSQL" } else { "SQLite" },
+        store_kind: if store.is_shared() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         store_name: app.config.store_spec().to_string(),
         store_error,
         users,
@@ -460,7 +504,7 @@ struct PeerRow {
     failures: u32,
     last_success: Option<Moment>,
     last_failure: Option<Moment>,
-    last_error: Option<String>,
+    last_error: Option<LongText>,
     next_retry: Option<String>,
     latency: Option<String>,
     trust: String,
@@ -482,7 +526,11 @@ struct PeersPage {
     backoff: String,
 }
 
-async fn peers(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req: Request) -> Response {
+async fn peers(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    req: Request,
+) -> Response {
     let notice = pages.take(&Query::of(&req)).await;
     let peers = ops::peers(&app)
         .into_iter()
@@ -497,10 +545,14 @@ async fn peers(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req
                 failures: s.failures,
                 last_success: s.last_success_at.map(Moment::of),
                 last_failure: s.last_failure_at.map(Moment::of),
-                last_error: s.last_error,
-                next_retry: s.retry_in.map(|d| format!("in {}", span(d.max(Duration::from_secs(1))))),
+                last_error: s.last_error.map(LongText::new),
+                next_retry: s
+                    .retry_in
+                    .map(|d| format!("in {}", span(d.max(Duration::from_secs(1))))),
                 latency: s.latency.map(|mean| match s.last_latency {
-                    Some(last) if last != mean => format!("{} (last {})", millis(mean), millis(last)),
+                    Some(last) if last != mean => {
+                        format!("{} (last {})", millis(mean), millis(last))
+                    }
                     _ => millis(mean),
                 }),
                 trust: p.explanation,
@@ -538,7 +590,7 @@ struct EntryRow {
     pattern: String,
     source: &'static str,
     source_detail: Option<String>,
-    reason: Option<String>,
+    reason: Option<LongText>,
     expires: Option<Moment>,
     added: Option<String>,
     overridden: bool,
@@ -552,7 +604,7 @@ struct SubscriptionRow {
     entries: usize,
     last_attempt: Option<Moment>,
     last_success: Option<Moment>,
-    last_error: Option<String>,
+    last_error: Option<LongText>,
 }
 
 #[derive(Debug)]
@@ -596,7 +648,11 @@ fn kind_str(kind: EntryKind) -> &'static str {
     }
 }
 
-async fn trust(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req: Request) -> Response {
+async fn trust(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    req: Request,
+) -> Response {
     let query = Query::of(&req);
     let notice = pages.take(&query).await;
     let now = SystemTime::now();
@@ -611,12 +667,11 @@ async fn trust(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req
                 (ListSource::Local, Some(file)) => ("import", Some(file)),
                 (ListSource::Local, None) => ("config", None),
             };
-            let added_by = e
+            let added_by = e.entry.added_by.clone().filter(|_| source != "import");
+            let added_at = e
                 .entry
-                .added_by
-                .clone()
-                .filter(|_| source != "import");
-            let added_at = e.entry.added_at.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+                .added_at
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string());
             let added = match (added_by, added_at) {
                 (Some(by), Some(at)) => Some(format!("{by}, {at}")),
                 (Some(by), None) => Some(by),
@@ -628,7 +683,7 @@ async fn trust(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req
                 pattern: e.entry.pattern.to_string(),
                 source,
                 source_detail,
-                reason: e.entry.reason.clone(),
+                reason: e.entry.reason.clone().map(LongText::new),
                 expires: e.entry.expires.map(|t| Moment::at(t, now)),
                 added,
                 overridden: e.overridden,
@@ -644,10 +699,14 @@ async fn trust(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req
             entries: sub.status.entries,
             last_attempt: sub.status.last_attempt.map(Moment::of),
             last_success: sub.status.last_success.map(Moment::of),
-            last_error: sub.status.last_error,
+            last_error: sub.status.last_error.map(LongText::new),
         })
         .collect();
-    let asked = query.get("domain").map(str::trim).unwrap_or_default().to_owned();
+    let asked = query
+        .get("domain")
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
     let (explained, explain_error) = if asked.is_empty() {
         (None, None)
     } else {
@@ -655,10 +714,15 @@ async fn trust(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req
             Ok(host) => {
                 let e = ops::explain(&policy, &host, now);
                 let deciding = e.verdict.deciding.as_ref().map(|d| {
-                    format!("{} entry \u{201c}{}\u{201d} in the {}", d.kind, d.entry, d.list)
+                    format!(
+                        "{} entry \u{201c}{}\u{201d} in the {}",
+                        d.kind, d.entry, d.list
+                    )
                 });
                 let deciding = deciding.or_else(|| match e.verdict.why {
-                    Reason::OwnDomain => Some("this node's own domain is always allowed".to_owned()),
+                    Reason::OwnDomain => {
+                        Some("this node's own domain is always allowed".to_owned())
+                    }
                     Reason::NotInAllowlist => {
                         Some("allowlist mode, and no allow entry matches".to_owned())
                     }
@@ -706,7 +770,11 @@ async fn trust(State(app): State<AppState>, State(pages): State<Arc<Pages>>, req
             pd_federation::trust::Mode::Open => "every node except denied ones",
             pd_federation::trust::Mode::Allowlist => "only allowed nodes",
         },
-        warnings: policy.warnings_at(now).iter().map(ToString::to_string).collect(),
+        warnings: policy
+            .warnings_at(now)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         entries,
         subscriptions,
         query: asked,
@@ -736,23 +804,24 @@ impl Form {
     }
 }
 
-/// Parses a form and checks its token; refuses it otherwise with an error page.
-fn checked_form(pages: &Pages, body: &Bytes) -> Result<Form, Response> {
+/// Parses a form, if it carries the pages' token.
+fn checked_form(pages: &Pages, body: &Bytes) -> Option<Form> {
     let form = Form(
         url::form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
     );
     let offered = form.get("csrf").unwrap_or_default();
-    if bool::from(offered.as_bytes().ct_eq(pages.csrf.as_bytes())) {
-        Ok(form)
-    } else {
-        Err(message_page(
-            StatusCode::FORBIDDEN,
-            "Form refused",
-            "This form did not come from the current admin pages (the node may have restarted since the page was loaded). Go back, reload the page and try again.",
-        ))
-    }
+    bool::from(offered.as_bytes().ct_eq(pages.csrf.as_bytes())).then_some(form)
+}
+
+/// The answer to a form without the pages' token.
+fn form_refused() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        "This form did not come from the current admin pages (the node may have restarted since the page was loaded). Go back, reload the page and try again.",
+    )
 }
 
 async fn redirect_with(pages: &Pages, to: &str, notice: Notice) -> Response {
@@ -760,10 +829,13 @@ async fn redirect_with(pages: &Pages, to: &str, notice: Notice) -> Response {
     Redirect::to(&format!("{to}?notice={id}")).into_response()
 }
 
-async fn retry(State(app): State<AppState>, State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
-    let form = match checked_form(&pages, &body) {
-        Ok(form) => form,
-        Err(refused) => return refused,
+async fn retry(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    body: Bytes,
+) -> Response {
+    let Some(form) = checked_form(&pages, &body) else {
+        return form_refused();
     };
     let outcome = ops::parse_domain(form.get("domain").unwrap_or_default())
         .and_then(|host| ops::retry(&app, &host).map(|()| host));
@@ -776,10 +848,13 @@ async fn retry(State(app): State<AppState>, State(pages): State<Arc<Pages>>, bod
     redirect_with(&pages, "/peers", notice).await
 }
 
-async fn flush(State(app): State<AppState>, State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
-    let form = match checked_form(&pages, &body) {
-        Ok(form) => form,
-        Err(refused) => return refused,
+async fn flush(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    body: Bytes,
+) -> Response {
+    let Some(form) = checked_form(&pages, &body) else {
+        return form_refused();
     };
     let notice = match ops::parse_domain(form.get("domain").unwrap_or_default()) {
         Ok(host) => {
@@ -794,12 +869,18 @@ async fn flush(State(app): State<AppState>, State(pages): State<Arc<Pages>>, bod
     redirect_with(&pages, "/peers", notice).await
 }
 
-async fn reload(State(app): State<AppState>, State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
-    if let Err(refused) = checked_form(&pages, &body) {
-        return refused;
+async fn reload(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    body: Bytes,
+) -> Response {
+    if checked_form(&pages, &body).is_none() {
+        return form_refused();
     }
     let notice = match ops::reload(&app).await {
-        Ok(diff) if diff.is_empty() => Notice::ok("The trust policy was read again; nothing changed."),
+        Ok(diff) if diff.is_empty() => {
+            Notice::ok("The trust policy was read again; nothing changed.")
+        }
         Ok(diff) => Notice::ok(format!(
             "The trust policy was read again and is in force: {} added, {} removed, {} changed (mode {}).",
             diff.added.len(),
@@ -826,7 +907,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
     response
 }
 
@@ -868,19 +952,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_texts_fold_after_their_start() {
+        let short = LongText::new("connection refused".to_owned());
+        assert_eq!(short.head, "connection refused");
+        assert!(short.full.is_none());
+        let long = "é".repeat(300);
+        let folded = LongText::new(long.clone());
+        assert_eq!(folded.head.chars().count(), LongText::HEAD);
+        assert_eq!(folded.full.as_deref(), Some(long.as_str()));
+    }
+
+    #[test]
     fn spans_and_uptimes_read_naturally() {
         assert_eq!(span(Duration::from_secs(42)), "42 s");
+        assert_eq!(span(Duration::from_millis(60)), "60 ms");
+        assert_eq!(span(Duration::ZERO), "0 s");
         assert_eq!(span(Duration::from_secs(600)), "10 min");
         assert_eq!(span(Duration::from_secs(7200)), "2 h");
         assert_eq!(span(Duration::from_secs(3 * 86_400)), "3 d");
         assert_eq!(uptime(Duration::from_secs(5)), "5 s");
         assert_eq!(uptime(Duration::from_secs(3 * 3600 + 120)), "3 h 2 min");
-        assert_eq!(uptime(Duration::from_secs(2 * 86_400 + 5 * 3600)), "2 d 5 h");
+        assert_eq!(
+            uptime(Duration::from_secs(2 * 86_400 + 5 * 3600)),
+            "2 d 5 h"
+        );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let m = Moment::at(now - Duration::from_secs(90), now);
         assert_eq!(m.relative, "1 min ago");
         assert_eq!(m.iso, "1970-01-12T13:45:10Z");
-        assert_eq!(Moment::at(now + Duration::from_secs(7200), now).relative, "in 2 h");
+        assert_eq!(
+            Moment::at(now + Duration::from_secs(7200), now).relative,
+            "in 2 h"
+        );
         assert_eq!(millis(Duration::from_micros(2500)), "2.5 ms");
         assert_eq!(millis(Duration::from_millis(120)), "120 ms");
     }

@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(snap.total_lookups, [2, 0, 1, 1]);
         assert_eq!(snap.problems(), vec![(ProblemType::UnknownUser, 0, 1)]);
         // A reader long after the last event sees an empty hour.
-        assert_eq!(t.snapshot_at(at(200, 0)).hour_lookups(LookupClass::Refused), 0);
+        assert_eq!(
+            t.snapshot_at(at(200, 0)).hour_lookups(LookupClass::Refused),
+            0
+        );
     }
 
     #[test]

@@ -39,9 +39,7 @@ pub(crate) struct Fixture {
 impl Fixture {
     /// Rewrites the configuration with `extra_deny` added to the deny entries.
     pub(crate) fn write_config(&self, extra_deny: &str) {
-        let text = self
-            .config_text
-            .replace("# EXTRA DENY", extra_deny);
+        let text = self.config_text.replace("# EXTRA DENY", extra_deny);
         std::fs::write(&self.config_path, text).unwrap();
     }
 }
@@ -84,10 +82,10 @@ pub(crate) async fn fixture() -> Fixture {
     let backing = remote(ResponseTemplate::new(503)).await;
     let strict = remote(ResponseTemplate::new(403)).await;
     let long_tail = "A".repeat(3000);
-    let hostile = remote(
-        ResponseTemplate::new(302)
-            .insert_header("location", format!("{HOSTILE_LOCATION}{long_tail}").as_str()),
-    )
+    let hostile = remote(ResponseTemplate::new(302).insert_header(
+        "location",
+        format!("{HOSTILE_LOCATION}{long_tail}").as_str(),
+    ))
     .await;
     let dir = tempfile::tempdir().unwrap();
     let mut routes = String::new();
@@ -147,7 +145,12 @@ jitter = 0.0
     // Healthy: fetched, then cached. Denied: fetched while still allowed.
     for address in ["bob@healthy.test", "bob@healthy.test", "bob@denied.test"] {
         let resp = lookup_mode(&node, address, None).await;
-        assert_eq!(resp.status(), 200, "{address}: {}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status(),
+            200,
+            "{address}: {}",
+            resp.text().await.unwrap()
+        );
     }
     // Failing, backing off and hostile fail once; the strict node refuses this node.
     for (address, status) in [
@@ -157,14 +160,25 @@ jitter = 0.0
         ("bob@strict.test", 403),
     ] {
         let resp = lookup_mode(&node, address, None).await;
-        assert_eq!(resp.status(), status, "{address}: {}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status(),
+            status,
+            "{address}: {}",
+            resp.text().await.unwrap()
+        );
     }
     // Once the first backoff ran out, the backing-off node fails again: now it waits a
     // minute (60 ms × 1000), while the failing node may be tried at once.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(lookup_mode(&node, "bob@backing.test", None).await.status(), 504);
+    assert_eq!(
+        lookup_mode(&node, "bob@backing.test", None).await.status(),
+        504
+    );
     // A domain the policy denies: refused without traffic.
-    assert_eq!(lookup_mode(&node, "bob@spam.example", None).await.status(), 403);
+    assert_eq!(
+        lookup_mode(&node, "bob@spam.example", None).await.status(),
+        403
+    );
 
     let fixture = Fixture {
         node,
@@ -225,12 +239,11 @@ async fn page(admin: &axum::Router, uri: &str) -> String {
 
 /// Undoes askama's HTML escaping, to compare text.
 pub(crate) fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
+    s.replace("&#60;", "<")
+        .replace("&#62;", ">")
         .replace("&#34;", "\"")
-        .replace("&quot;", "\"")
         .replace("&#39;", "'")
-        .replace("&amp;", "&")
+        .replace("&#38;", "&")
 }
 
 /// The text between `start` and the next `end` after it.
@@ -253,34 +266,78 @@ async fn the_pages_show_peers_in_every_state_trust_and_traffic() {
     let admin = pd_server::admin::router(f.node.server.state().clone());
 
     let overview = page(&admin, "/").await;
-    assert!(overview.contains("<strong>home.test</strong>"), "{overview}");
+    assert!(
+        overview.contains("<strong>home.test</strong>"),
+        "{overview}"
+    );
     assert!(overview.contains(env!("CARGO_PKG_VERSION")));
     assert!(overview.contains(r#"<span class="pill ok" id="store-health">healthy</span>"#));
     assert!(overview.contains("SQLite"));
-    assert!(overview.contains(r#"<span id="users-registered">1</span>"#), "{overview}");
+    assert!(
+        overview.contains(r#"<span id="users-registered">1</span>"#),
+        "{overview}"
+    );
     assert!(overview.contains(r#"<span id="users-online">1</span>"#));
-    assert!(overview.contains(r#"<span id="peer-count">6</span>"#), "{overview}");
+    assert!(
+        overview.contains(r#"<span id="peer-count">6</span>"#),
+        "{overview}"
+    );
     // Lookups of the last hour by class: 3 local (2 found, 1 unknown), 6 remote (two
     // fetches that answered, four that failed or were refused remotely... counted once
     // each), 1 cached, 1 refused.
-    let row = |class: &str| between(&overview, &format!(r#"<tr id="rate-{class}">"#), "</tr>").to_owned();
-    assert!(row("local").contains(r#"data-label="last hour">3<"#), "{}", row("local"));
-    assert!(row("cached").contains(r#"data-label="last hour">1<"#), "{}", row("cached"));
-    assert!(row("refused").contains(r#"data-label="last hour">1<"#), "{}", row("refused"));
-    assert!(row("remote").contains(r#"data-label="last hour">7<"#), "{}", row("remote"));
+    let row =
+        |class: &str| between(&overview, &format!(r#"<tr id="rate-{class}">"#), "</tr>").to_owned();
+    assert!(
+        row("local").contains(r#"data-label="last hour">3<"#),
+        "{}",
+        row("local")
+    );
+    assert!(
+        row("cached").contains(r#"data-label="last hour">1<"#),
+        "{}",
+        row("cached")
+    );
+    assert!(
+        row("refused").contains(r#"data-label="last hour">1<"#),
+        "{}",
+        row("refused")
+    );
+    assert!(
+        row("remote").contains(r#"data-label="last hour">7<"#),
+        "{}",
+        row("remote")
+    );
     // One cached answer of eight lookups of other nodes' users that were not refused.
-    assert!(overview.contains(r#"<span id="hit-ratio">12 %</span>"#), "{overview}");
+    assert!(
+        overview.contains(r#"<span id="hit-ratio">12 %</span>"#),
+        "{overview}"
+    );
     assert!(overview.contains("<svg viewBox=\"0 0 720 190\""));
     assert!(overview.contains(r#"<rect class="bar local""#));
     assert!(overview.contains(r#"<rect class="bar cached""#));
-    assert!(overview.contains("<polyline class=\"ratio\"") || overview.contains("<circle class=\"ratio-dot\""));
+    assert!(
+        overview.contains("<polyline class=\"ratio\"")
+            || overview.contains("<circle class=\"ratio-dot\"")
+    );
     // Errors by problem type: the unknown user, the policy refusal, the remote failures.
-    for slug in ["unknown-user", "refused-by-policy", "remote-unreachable", "bad-remote-answer", "remote-refused"] {
-        assert!(overview.contains(&format!(r#"<tr id="problem-{slug}">"#)), "{slug}: {overview}");
+    for slug in [
+        "unknown-user",
+        "refused-by-policy",
+        "remote-unreachable",
+        "bad-remote-answer",
+        "remote-refused",
+    ] {
+        assert!(
+            overview.contains(&format!(r#"<tr id="problem-{slug}">"#)),
+            "{slug}: {overview}"
+        );
     }
     // The server key.
     let key = f.node.server.state().server_keys.current_id();
-    assert!(overview.contains(&format!("<code>{key}</code>")), "{overview}");
+    assert!(
+        overview.contains(&format!("<code>{key}</code>")),
+        "{overview}"
+    );
     assert!(overview.contains("current"));
 
     let peers = page(&admin, "/peers").await;
@@ -296,27 +353,44 @@ async fn the_pages_show_peers_in_every_state_trust_and_traffic() {
             "{domain} {state}: {peers}"
         );
     }
-    let row = |domain: &str| between(&peers, &format!(r#"data-domain="{domain}""#), "</tr>").to_owned();
+    let row =
+        |domain: &str| between(&peers, &format!(r#"data-domain="{domain}""#), "</tr>").to_owned();
     let backing = row("backing.test");
     assert!(backing.contains("2 failures in a row"), "{backing}");
     assert!(backing.contains("backing.test answered 503"), "{backing}");
-    assert!(backing.contains("in 59 s") || backing.contains("in 1 min"), "{backing}");
+    assert!(
+        backing.contains("in 59 s") || backing.contains("in 1 min"),
+        "{backing}"
+    );
     let healthy = row("healthy.test");
     assert!(healthy.contains(" ago</time>"), "{healthy}");
     assert!(healthy.contains(" ms"), "latency: {healthy}");
-    assert!(healthy.contains("allowed: healthy.test (open mode, no deny entry matches)"), "{healthy}");
+    assert!(
+        healthy.contains("allowed: healthy.test (open mode, no deny entry matches)"),
+        "{healthy}"
+    );
     let denied = row("denied.test");
     assert!(
-        unescape(&denied).contains(r#"refused: denied.test (deny entry "denied.test" in local list: went rogue)"#),
+        unescape(&denied).contains(
+            r#"refused: denied.test (deny entry "denied.test" in local list: went rogue)"#
+        ),
         "{denied}"
     );
     let failing = row("failing.test");
     assert!(failing.contains("failing.test answered 500"), "{failing}");
-    assert!(failing.contains("<span class=\"muted\">now</span>"), "{failing}");
+    assert!(
+        failing.contains("<span class=\"muted\">now</span>"),
+        "{failing}"
+    );
     // Every tracked peer has both buttons, each a form with the token.
     assert_eq!(peers.matches(r#"action="/peers/retry""#).count(), 6);
     assert_eq!(peers.matches(r#"action="/peers/flush""#).count(), 7);
-    assert_eq!(peers.matches(&format!(r#"value="{}""#, csrf_of(&peers))).count(), 6 * 2 + 1);
+    assert_eq!(
+        peers
+            .matches(&format!(r#"value="{}""#, csrf_of(&peers)))
+            .count(),
+        6 * 2 + 1
+    );
     // The static routes.
     assert!(peers.contains("Static routes"));
     assert_eq!(peers.matches("<code>http://127.0.0.1:").count(), 6);
@@ -324,16 +398,30 @@ async fn the_pages_show_peers_in_every_state_trust_and_traffic() {
     let trust = page(&admin, "/trust").await;
     assert!(trust.contains(r#"<p class="big" id="trust-mode">open</p>"#));
     let entry = |pattern: &str| {
-        between(&trust, &format!(r#"<span class="pattern">{pattern}</span>"#), "</tr>").to_owned()
+        between(
+            &trust,
+            &format!(r#"<span class="pattern">{pattern}</span>"#),
+            "</tr>",
+        )
+        .to_owned()
     };
     assert!(entry("spam.example").contains(r#"data-label="From">config"#));
     assert!(entry("denied.test").contains("went rogue"));
     let imported = entry("old.example");
-    assert!(imported.contains(r#"data-label="From">import <span class="wrap muted">blocks.csv</span>"#), "{imported}");
+    assert!(
+        imported.contains(r#"data-label="From">import <span class="wrap muted">blocks.csv</span>"#),
+        "{imported}"
+    );
     // The audit log records the reload that denied denied.test.
     let audit = between(&trust, r#"<ol class="audit">"#, "</ol>");
-    assert!(audit.contains(r#"<span class="cause">reload</span>"#), "{audit}");
-    assert!(audit.contains(r#"<li class="added">added deny denied.test</li>"#), "{audit}");
+    assert!(
+        audit.contains(r#"<span class="cause">reload</span>"#),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(r#"<li class="added">added deny denied.test</li>"#),
+        "{audit}"
+    );
     // No subscription configured.
     assert!(trust.contains("No subscription."));
 }
@@ -358,11 +446,17 @@ async fn hostile_values_from_the_network_are_inert() {
     let peers = page(&admin, "/peers").await;
     let hostile = between(&peers, r#"data-domain="hostile.test""#, "</tr>");
     // The remote's text is there, escaped, in full.
-    assert!(hostile.contains("&lt;script&gt;alert("), "{hostile}");
-    assert!(hostile.contains("&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"), "{hostile}");
-    assert!(hostile.contains(&"A".repeat(3000)), "the long text is kept whole");
+    assert!(hostile.contains("&#60;script&#62;alert("), "{hostile}");
+    assert!(
+        hostile.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"),
+        "{hostile}"
+    );
+    assert!(
+        hostile.contains(&"A".repeat(3000)),
+        "the long text is kept whole"
+    );
     let trust = page(&admin, "/trust?domain=spam.example").await;
-    assert!(trust.contains("&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;&lt;b&gt;spam&lt;/b&gt; wave"), "{trust}");
+    assert!(trust.contains("&#60;script&#62;document.title=&#39;pwned&#39;&#60;/script&#62;&#60;b&#62;spam&#60;/b&#62; wave"), "{trust}");
     // The explain form echoes what was typed, escaped, and refuses it.
     let (status, _, html) = request(
         &admin,
@@ -374,12 +468,25 @@ async fn hostile_values_from_the_network_are_inert() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(!html.contains("<script>alert"), "{html}");
-    assert!(html.contains(r#"value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;""#), "{html}");
+    assert!(
+        html.contains(r#"value="&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;""#),
+        "{html}"
+    );
     assert!(html.contains("is not a valid domain"), "{html}");
     let long = "a".repeat(5000);
-    let (status, _, html) = request(&admin, Method::GET, &format!("/trust?domain={long}"), &[], "").await;
+    let (status, _, html) = request(
+        &admin,
+        Method::GET,
+        &format!("/trust?domain={long}"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(html.len() < 30_000 + long.len() * 2, "the echo stays bounded");
+    assert!(
+        html.len() < 30_000 + long.len() * 2,
+        "the echo stays bounded"
+    );
 }
 
 #[tokio::test]
@@ -395,7 +502,11 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
         &admin,
         Method::POST,
         "/peers/retry",
-        &[form[0], ("origin", "http://127.0.0.1:9091"), ("sec-fetch-site", "same-origin")],
+        &[
+            form[0],
+            ("origin", "http://127.0.0.1:9091"),
+            ("sec-fetch-site", "same-origin"),
+        ],
         &format!("csrf={csrf}&domain=backing.test"),
     )
     .await;
@@ -404,10 +515,15 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
     assert!(location.starts_with("/peers?notice="), "{location}");
     let after = page(&admin, &location).await;
     assert!(
-        after.contains("The backoff of backing.test is cleared: the next lookup contacts it at once."),
+        after.contains(
+            "The backoff of backing.test is cleared: the next lookup contacts it at once."
+        ),
         "{after}"
     );
-    assert!(after.contains(r#"data-domain="backing.test" data-state="healthy""#), "{after}");
+    assert!(
+        after.contains(r#"data-domain="backing.test" data-state="healthy""#),
+        "{after}"
+    );
     // The notice is shown once.
     assert!(!page(&admin, &location).await.contains("is cleared"));
     let json: Value = reqwest::get(format!("{}/admin/peers", admin_url(&f.node)))
@@ -440,40 +556,86 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
         after.contains("Flushed 1 cached lookup of healthy.test, and its route and server keys."),
         "{after}"
     );
-    let again: Value = lookup_mode(&f.node, "bob@healthy.test", None).await.json().await.unwrap();
+    let again: Value = lookup_mode(&f.node, "bob@healthy.test", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["source"], "remote");
 
     // Errors come back as notices: an untracked peer, a bad domain.
     for (body, text) in [
-        (format!("csrf={csrf}&domain=never.test"), "never.test is not a tracked peer"),
-        (format!("csrf={csrf}&domain=bad%20domain"), "is not a valid domain"),
+        (
+            format!("csrf={csrf}&domain=never.test"),
+            "never.test is not a tracked peer",
+        ),
+        (
+            format!("csrf={csrf}&domain=bad%20domain"),
+            "is not a valid domain",
+        ),
     ] {
-        let (status, headers, _) = request(&admin, Method::POST, "/peers/retry", &form, &body).await;
+        let (status, headers, _) =
+            request(&admin, Method::POST, "/peers/retry", &form, &body).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         let after = page(&admin, headers[header::LOCATION].to_str().unwrap()).await;
-        assert!(after.contains(r#"<p class="notice error" role="status">"#), "{after}");
+        assert!(
+            after.contains(r#"<p class="notice error" role="status">"#),
+            "{after}"
+        );
         assert!(after.contains(text), "{after}");
     }
 
     // Reload: the page's button reads the file again, like SIGHUP.
     f.write_config(r#""later.example","#);
-    let (status, headers, _) = request(&admin, Method::POST, "/trust/reload", &form, &format!("csrf={csrf}")).await;
+    let (status, headers, _) = request(
+        &admin,
+        Method::POST,
+        "/trust/reload",
+        &form,
+        &format!("csrf={csrf}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let trust = page(&admin, headers[header::LOCATION].to_str().unwrap()).await;
-    assert!(trust.contains("The trust policy was read again and is in force: 1 added, 1 removed"), "{trust}");
+    assert!(
+        trust.contains("The trust policy was read again and is in force: 1 added, 1 removed"),
+        "{trust}"
+    );
     assert!(trust.contains(r#"<span class="pattern">later.example</span>"#));
     // A file that does not parse is refused, and the policy stays.
-    std::fs::write(&f.config_path, "domain = \"home.test\"\n[trust]\nmode = \"sometimes\"\n").unwrap();
-    let (_, headers, _) = request(&admin, Method::POST, "/trust/reload", &form, &format!("csrf={csrf}")).await;
+    std::fs::write(
+        &f.config_path,
+        "domain = \"home.test\"\n[trust]\nmode = \"sometimes\"\n",
+    )
+    .unwrap();
+    let (_, headers, _) = request(
+        &admin,
+        Method::POST,
+        "/trust/reload",
+        &form,
+        &format!("csrf={csrf}"),
+    )
+    .await;
     let trust = page(&admin, headers[header::LOCATION].to_str().unwrap()).await;
-    assert!(trust.contains("the trust policy was not reloaded"), "{trust}");
+    assert!(
+        trust.contains("the trust policy was not reloaded"),
+        "{trust}"
+    );
     assert!(trust.contains(r#"<span class="pattern">later.example</span>"#));
 
     // Without the form token, or from another site, nothing happens.
     let before = f.node.server.state().federation.resolver.peers();
     for (headers, body, status) in [
-        (vec![form[0]], "domain=failing.test".to_owned(), StatusCode::FORBIDDEN),
-        (vec![form[0]], "csrf=0000&domain=failing.test".to_owned(), StatusCode::FORBIDDEN),
+        (
+            vec![form[0]],
+            "domain=failing.test".to_owned(),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![form[0]],
+            "csrf=0000&domain=failing.test".to_owned(),
+            StatusCode::FORBIDDEN,
+        ),
         (
             vec![form[0], ("sec-fetch-site", "cross-site")],
             format!("csrf={csrf}&domain=failing.test"),
@@ -501,11 +663,22 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
     assert!(body.contains("cross-site request refused"), "{body}");
     let after = f.node.server.state().federation.resolver.peers();
     let failures = |peers: &[pd_federation::backoff::PeerStatus]| {
-        peers.iter().find(|p| p.host.to_string() == "failing.test").unwrap().failures
+        peers
+            .iter()
+            .find(|p| p.host.to_string() == "failing.test")
+            .unwrap()
+            .failures
     };
     assert_eq!(failures(&before), failures(&after));
     assert!(failures(&after) > 0);
-    let (status, _, _) = request(&admin, Method::POST, "/admin/peers/failing.test/retry", &[], "").await;
+    let (status, _, _) = request(
+        &admin,
+        Method::POST,
+        "/admin/peers/failing.test/retry",
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -513,7 +686,14 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
 async fn the_explain_form_answers_what_the_cli_answers() {
     let f = fixture().await;
     let admin = pd_server::admin::router(f.node.server.state().clone());
-    for domain in ["denied.test", "spam.example", "sub.spam.example", "healthy.test", "home.test", "old.example"] {
+    for domain in [
+        "denied.test",
+        "spam.example",
+        "sub.spam.example",
+        "healthy.test",
+        "home.test",
+        "old.example",
+    ] {
         let html = page(&admin, &format!("/trust?domain={domain}")).await;
         let line = unescape(between(&html, r#"<code id="explain-line">"#, "</code>"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pd-server"))
@@ -521,24 +701,43 @@ async fn the_explain_form_answers_what_the_cli_answers() {
             .arg(&f.config_path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(line, String::from_utf8(out.stdout).unwrap().trim_end(), "{domain}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            line,
+            String::from_utf8(out.stdout).unwrap().trim_end(),
+            "{domain}"
+        );
         let refused = domain != "healthy.test" && domain != "home.test";
         assert!(
-            html.contains(if refused { r#"<div class="verdict refused" id="verdict">"# } else { r#"<div class="verdict allowed" id="verdict">"# }),
+            html.contains(if refused {
+                r#"<div class="verdict refused" id="verdict">"#
+            } else {
+                r#"<div class="verdict allowed" id="verdict">"#
+            }),
             "{domain}: {html}"
         );
     }
     let html = page(&admin, "/trust?domain=denied.test").await;
-    assert!(unescape(&html).contains("Decided by: deny entry \u{201c}denied.test\u{201d} in the local list"), "{html}");
+    assert!(
+        unescape(&html)
+            .contains("Decided by: deny entry \u{201c}denied.test\u{201d} in the local list"),
+        "{html}"
+    );
     assert!(html.contains("Reason (private): went rogue"));
     // The JSON explain is the same line.
-    let json: Value = reqwest::get(format!("{}/admin/trust/explain/denied.test", admin_url(&f.node)))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: Value = reqwest::get(format!(
+        "{}/admin/trust/explain/denied.test",
+        admin_url(&f.node)
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(
         json["explanation"],
         r#"refused: denied.test (deny entry "denied.test" in local list: went rogue)"#
@@ -547,7 +746,9 @@ async fn the_explain_form_answers_what_the_cli_answers() {
 
 #[tokio::test]
 async fn without_a_token_only_loopback_names_are_answered() {
-    let node = TestNode::start_with(|c| c.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)))).await;
+    let node =
+        TestNode::start_with(|c| c.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await;
     let admin = pd_server::admin::router(node.server.state().clone());
     // A page reached under another name (DNS rebinding) is refused.
     let mut req = Request::builder()
@@ -561,7 +762,10 @@ async fn without_a_token_only_loopback_names_are_answered() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     // Over the real listener, under its address and as localhost.
     let addr = node.server.admin_addr().unwrap();
-    for url in [format!("http://{addr}/"), format!("http://localhost:{}/peers", addr.port())] {
+    for url in [
+        format!("http://{addr}/"),
+        format!("http://localhost:{}/peers", addr.port()),
+    ] {
         let resp = reqwest::get(&url).await.unwrap();
         assert_eq!(resp.status(), 200, "{url}");
         assert!(resp.text().await.unwrap().contains("PD node"));
@@ -575,15 +779,40 @@ async fn without_a_token_only_loopback_names_are_answered() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    assert!(resp.text().await.unwrap().contains("There is no admin page here."));
-    let resp = client.get(format!("http://{addr}/nowhere")).send().await.unwrap();
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("There is no admin page here.")
+    );
+    let resp = client
+        .get(format!("http://{addr}/nowhere"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(resp, 404, pd_proto::ProblemType::NotFound).await;
     // The stylesheet and the script are served with their types.
-    let css = client.get(format!("http://{addr}/style.css")).send().await.unwrap();
+    let css = client
+        .get(format!("http://{addr}/style.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
-    assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
-    let js = client.get(format!("http://{addr}/refresh.js")).send().await.unwrap();
-    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert!(
+        css.text()
+            .await
+            .unwrap()
+            .contains("prefers-color-scheme: dark")
+    );
+    let js = client
+        .get(format!("http://{addr}/refresh.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     node.server.shutdown().await.unwrap();
 }
 
@@ -621,7 +850,12 @@ async fn with_a_token_every_request_needs_it() {
             .await
             .unwrap();
         assert_eq!(wrong.status(), 401);
-        let bearer = client.get(format!("{base}{path}")).bearer_auth(TOKEN).send().await.unwrap();
+        let bearer = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(bearer.status(), 200, "{path}");
         let basic = client
             .get(format!("{base}{path}"))
