@@ -1,9 +1,9 @@
 //! The admin listener (`admin_listen`; off by default): the operator's status pages and
-//! the JSON admin surface, behind one access guard ([`access`]): loopback clients only,
-//! or, with `[admin] token`, anyone holding the token.
+//! the JSON admin surface, behind one access guard (`admin/access.rs`): loopback clients
+//! only, or, with `[admin] token`, anyone holding the token.
 //!
-//! The status pages ([`pages`]): `/` (overview), `/peers`, `/trust`, with POST forms for
-//! retry, cache flush and trust reload. The JSON surface:
+//! The status pages (`admin/pages.rs`): `/` (overview), `/peers`, `/trust`, with POST forms
+//! for retry, cache flush and trust reload. The JSON surface:
 //!
 //! - `GET /admin/peers`: tracked peers (state, consecutive failures, last error, seconds
 //!   until the next attempt, latency, this node's trust verdict) and the static routes.

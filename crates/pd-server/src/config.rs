@@ -440,11 +440,13 @@ impl Config {
             let token = token.expose();
             if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
                 return bad(&format!(
-                    "admin.token must be at least {MIN_ADMIN_TOKEN_LEN} characters (e.g. the output of `openssl rand -base64 32`)"
+                    "admin.token (or {ENV_ADMIN_TOKEN}) must be at least {MIN_ADMIN_TOKEN_LEN} characters (e.g. the output of `openssl rand -base64 32`)"
                 ));
             }
             if !token.chars().all(|c| c.is_ascii_graphic()) {
-                return bad("admin.token must be printable ASCII without spaces");
+                return bad(&format!(
+                    "admin.token (or {ENV_ADMIN_TOKEN}) must be printable ASCII without spaces"
+                ));
             }
         }
         if self.admin.remote && self.admin.token.is_none() {

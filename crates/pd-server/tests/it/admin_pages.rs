@@ -120,6 +120,8 @@ deny = [
   {{ domain = "old.example", added_by = "import from blocks.csv", added_at = "2026-01-02T03:04:05Z" }},
   # EXTRA DENY
 ]
+# A list that cannot be fetched: the guarded client refuses an IP literal.
+subscriptions = [{{ url = "https://127.0.0.1:9/deny.txt", kind = "deny" }}]
 
 [federation.backoff]
 initial = "60ms"
@@ -422,8 +424,34 @@ async fn the_pages_show_peers_in_every_state_trust_and_traffic() {
         audit.contains(r#"<li class="added">added deny denied.test</li>"#),
         "{audit}"
     );
-    // No subscription configured.
-    assert!(trust.contains("No subscription."));
+    // The subscription, with the error of its first fetch.
+    let state = f.node.server.state();
+    for _ in 0..100 {
+        if state
+            .federation
+            .subscriptions()
+            .values()
+            .any(|s| s.last_attempt.is_some())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trust = page(&admin, "/trust").await;
+    let list = between(&trust, "<code>https://127.0.0.1:9/deny.txt</code>", "</tr>");
+    assert!(list.contains(r#"data-label="Kind">deny<"#), "{list}");
+    assert!(
+        list.contains(r#"data-label="Entries" class="num">0<"#),
+        "{list}"
+    );
+    assert!(
+        list.contains("IP-literal hosts are only contacted when configured as a static peer"),
+        "{list}"
+    );
+    assert!(
+        list.contains(r#"data-label="Last success"><span class="muted">never</span>"#),
+        "{list}"
+    );
 }
 
 #[tokio::test]
@@ -874,5 +902,45 @@ async fn with_a_token_every_request_needs_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    node.server.shutdown().await.unwrap();
+
+    // With the node's own certificate, remote admin access is served over HTTPS.
+    let certs = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let node = TestNode::start_with(|c| {
+        c.tls = Some(pd_server::config::TlsConfig { cert, key });
+        c.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.admin.remote = true;
+        c.admin.token = Some(pd_server::config::Secret::new(TOKEN));
+    })
+    .await;
+    let port = node.server.admin_addr().unwrap().port();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let resp = https
+        .get(format!("https://localhost:{port}/peers"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("<h1>Peers</h1>"));
+    let plain = client
+        .get(format!("http://127.0.0.1:{port}/peers"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || plain.unwrap().status() != 200,
+        "no plain HTTP"
+    );
     node.server.shutdown().await.unwrap();
 }
