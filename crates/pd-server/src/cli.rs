@@ -376,8 +376,14 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
                 EntryKind::Allow => snippet.allow = parsed.entries,
                 EntryKind::Deny => snippet.deny = parsed.entries,
             }
-            let text = toml::to_string(&snippet).context("failed to format the entries")?;
-            println!("[trust]");
+            // Nested under `trust`, so entries with metadata (arrays of tables) land in
+            // `[[trust.deny]]` rather than at the top level when pasted.
+            #[derive(serde::Serialize)]
+            struct Snippet {
+                trust: TrustConfig,
+            }
+            let text = toml::to_string(&Snippet { trust: snippet })
+                .context("failed to format the entries")?;
             print!("{text}");
         }
     }

@@ -603,12 +603,17 @@ mod list_formats {
         assert_eq!(parsed.entries[0].added_at, Some(when));
         assert_eq!(lists::imported_from(&parsed.entries[1]), None);
         assert_eq!(parsed.entries[1].added_by.as_deref(), Some("ops"));
-        // The marks survive the TOML snippet the import prints.
+        // The marks survive the TOML snippet the import prints (nested under `trust`).
+        #[derive(serde::Serialize)]
+        struct Snippet {
+            trust: TrustConfig,
+        }
         let snippet = TrustConfig {
             deny: parsed.entries,
             ..TrustConfig::default()
         };
-        let text = format!("[trust]\n{}", toml::to_string(&snippet).unwrap());
+        let text = toml::to_string(&Snippet { trust: snippet }).unwrap();
+        assert!(text.contains("[[trust.deny]]"), "{text}");
         let back = config(&text);
         assert_eq!(lists::imported_from(&back.deny[0]), Some("blocks.csv"));
         assert_eq!(back.deny[0].added_at, Some(when));
