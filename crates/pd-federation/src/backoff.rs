@@ -109,7 +109,18 @@ pub struct PeerStatus {
     pub last_failure_at: Option<SystemTime>,
     /// Wall-clock time of the most recent success.
     pub last_success_at: Option<SystemTime>,
+    /// How long the peer takes to answer: a moving average over its recent answers
+    /// (successes, authoritative refusals and bad answers; not timeouts).
+    pub latency: Option<Duration>,
+    /// How long its most recent answer took.
+    pub last_latency: Option<Duration>,
+    /// Whether its most recent answer refused this node (403): the peer is alive, but
+    /// its own policy does not federate with this node.
+    pub refuses_us: bool,
 }
+
+/// Weight of the newest answer in [`PeerStatus::latency`].
+const LATENCY_WEIGHT: f64 = 0.25;
 
 /// Failure tracking for all remote peers. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -125,6 +136,9 @@ struct PeerEntry {
     last_error: Option<String>,
     last_failure_at: Option<SystemTime>,
     last_success_at: Option<SystemTime>,
+    latency: Option<Duration>,
+    last_latency: Option<Duration>,
+    refuses_us: bool,
 }
 
 impl Backoff {
@@ -164,6 +178,32 @@ impl Backoff {
         entry.failures = 0;
         entry.retry_at = None;
         entry.last_success_at = Some(SystemTime::now());
+        entry.refuses_us = false;
+    }
+
+    /// Records an answer in which `host` refused this node (403): the peer is alive, so
+    /// its failures and backoff are cleared as by a success, and it is listed as refusing
+    /// until it answers otherwise.
+    pub fn record_refusal(&self, host: &Host) {
+        self.record_success(host);
+        if let Some(entry) = self.lock().get_mut(host) {
+            entry.refuses_us = true;
+        }
+    }
+
+    /// Records how long an answer of `host` took; call it for every answer the peer gave
+    /// (not for timeouts or connection failures).
+    pub fn record_latency(&self, host: &Host, elapsed: Duration) {
+        let mut peers = self.lock();
+        if !peers.contains_key(host) {
+            self.make_room(&mut peers);
+        }
+        let entry = peers.entry(host.clone()).or_default();
+        entry.last_latency = Some(elapsed);
+        entry.latency = Some(match entry.latency {
+            Some(mean) => mean.mul_f64(1.0 - LATENCY_WEIGHT) + elapsed.mul_f64(LATENCY_WEIGHT),
+            None => elapsed,
+        });
     }
 
     /// Records a failed contact and returns the new retry time.
@@ -220,6 +260,9 @@ impl Backoff {
                     last_error: entry.last_error.clone(),
                     last_failure_at: entry.last_failure_at,
                     last_success_at: entry.last_success_at,
+                    latency: entry.latency,
+                    last_latency: entry.last_latency,
+                    refuses_us: entry.refuses_us,
                 }
             })
             .collect();
@@ -354,6 +397,28 @@ mod tests {
         assert!(b.allows(&dead).is_ok());
         assert_eq!(b.snapshot()[0].health, PeerHealth::Healthy);
         assert!(!b.retry_now(&host("unknown.example")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_and_latency_are_listed() {
+        let b = Backoff::new(no_jitter());
+        let h = host("strict.example");
+        b.record_failure(&h, "timeout");
+        b.record_refusal(&h);
+        b.record_latency(&h, Duration::from_millis(100));
+        b.record_latency(&h, Duration::from_millis(200));
+        let peer = &b.snapshot()[0];
+        assert!(peer.refuses_us);
+        assert_eq!(peer.health, PeerHealth::Healthy);
+        assert_eq!(peer.failures, 0);
+        assert_eq!(peer.last_latency, Some(Duration::from_millis(200)));
+        assert_eq!(peer.latency, Some(Duration::from_millis(125)));
+        // An answer that accepts this node again clears the refusal.
+        b.record_success(&h);
+        assert!(!b.snapshot()[0].refuses_us);
+        // A first answer starts tracking a peer.
+        b.record_latency(&host("other.example"), Duration::from_millis(1));
+        assert_eq!(b.snapshot().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

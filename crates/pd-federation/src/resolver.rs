@@ -332,9 +332,17 @@ impl<U: UpstreamLookup> Resolver<U> {
             .fetch(addr)
             .await
             .and_then(|response| check_answer(addr, response));
-        self.metrics
-            .upstream_latency
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        self.metrics.upstream_latency.observe(elapsed.as_secs_f64());
+        // The peer's answer time; a timeout or a failed connection is no answer.
+        if !matches!(
+            result,
+            Err(UpstreamError::Unreachable(_)
+                | UpstreamError::NoNode
+                | UpstreamError::DelegationRefused(_))
+        ) {
+            self.backoff.record_latency(host, elapsed);
+        }
         match result {
             Ok(response) => {
                 self.backoff.record_success(host);
@@ -355,7 +363,7 @@ impl<U: UpstreamLookup> Resolver<U> {
                         let entry = self.cache.unknown_entry(addr);
                         self.cache.store_since(epoch, addr, &entry).await;
                     }
-                    UpstreamError::RemoteRefused => self.backoff.record_success(host),
+                    UpstreamError::RemoteRefused => self.backoff.record_refusal(host),
                     UpstreamError::Unreachable(why) | UpstreamError::BadAnswer(why) => {
                         let retry = self.backoff.record_failure(host, &err.to_string());
                         tracing::warn!(

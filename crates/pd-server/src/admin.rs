@@ -1,9 +1,12 @@
-//! The admin surface, served on its own listener (`admin_listen`, loopback only, no
-//! authentication; off by default): peer state, retry and cache flush, trust explain,
-//! reload and export.
+//! The admin listener (`admin_listen`; off by default): the operator's status pages and
+//! the JSON admin surface, behind one access guard (`admin/access.rs`): loopback clients
+//! only, or, with `[admin] token`, anyone holding the token.
+//!
+//! The status pages (`admin/pages.rs`): `/` (overview), `/peers`, `/trust`, with POST forms
+//! for retry, cache flush and trust reload. The JSON surface:
 //!
 //! - `GET /admin/peers`: tracked peers (state, consecutive failures, last error, seconds
-//!   until the next attempt) and the static routes.
+//!   until the next attempt, latency, this node's trust verdict) and the static routes.
 //! - `POST /admin/peers/{domain}/retry`: forget a peer's backoff (404 if not tracked).
 //! - `POST /admin/cache/flush/{domain}`: drop cached lookups and the discovery route and
 //!   keys of a domain.
@@ -12,65 +15,59 @@
 //! - `GET /admin/trust/subscriptions`: each subscribed list with its last attempt, last
 //!   success, last error and entry count.
 //! - `GET /admin/trust/export?format=text|csv&kind=allow|deny`: the entries in force.
+//!
+//! Both call the operations in [`ops`], so a page's button and its JSON endpoint do the
+//! same thing.
 
-use std::net::SocketAddr;
+mod access;
+mod chart;
+pub mod ops;
+mod pages;
+
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pd_federation::trust::{EntryKind, lists};
-use pd_proto::{Host, ProblemType};
+use pd_proto::ProblemType;
 use serde_json::{Value, json};
 
+pub use self::ops::{Explanation, explain};
 use crate::http::ApiError;
 use crate::state::AppState;
 
-/// The admin router.
+/// The state of the admin router: the node's, and the status pages' own.
+#[derive(Debug, Clone, FromRef)]
+pub(crate) struct AdminState {
+    app: AppState,
+    pages: Arc<pages::Pages>,
+}
+
+/// The admin router: the status pages and the JSON surface, behind the access guard.
 pub fn router(state: AppState) -> Router {
+    let access = Arc::new(access::Access::new(&state.config));
+    let admin = AdminState {
+        pages: Arc::new(pages::Pages::new()),
+        app: state,
+    };
     Router::new()
         .route("/admin/peers", get(peers))
         .route("/admin/peers/{domain}/retry", post(retry))
         .route("/admin/cache/flush/{domain}", post(flush))
-        .route("/admin/trust/explain/{domain}", get(explain))
+        .route("/admin/trust/explain/{domain}", get(explain_json))
         .route("/admin/trust/reload", post(reload))
         .route("/admin/trust/export", get(export))
         .route("/admin/trust/subscriptions", get(subscriptions))
-        .fallback(crate::http::not_found)
+        .merge(pages::router())
+        .fallback(pages::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
-        .layer(middleware::from_fn(loopback_only))
-        .with_state(state)
-}
-
-/// Defence in depth: the listener is on loopback, and so must every peer be.
-async fn loopback_only(req: Request, next: Next) -> Response {
-    let loopback = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|c| c.0.ip().is_loopback());
-    if !loopback {
-        return ApiError::new(
-            ProblemType::NotFound,
-            "the admin surface only answers loopback clients",
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
-
-fn parse_domain(raw: &str) -> Result<Host, ApiError> {
-    Host::parse(raw).map_err(|e| {
-        ApiError::new(
-            ProblemType::InvalidRequest,
-            format!(
-                "{:?} is not a valid domain: {e}",
-                raw.chars().take(200).collect::<String>()
-            ),
-        )
-    })
+        .layer(middleware::from_fn_with_state(access, access::guard))
+        .with_state(admin)
 }
 
 fn unix(t: Option<SystemTime>) -> Value {
@@ -78,30 +75,39 @@ fn unix(t: Option<SystemTime>) -> Value {
         .map_or(Value::Null, |d| json!(d.as_secs()))
 }
 
+fn millis(d: Option<std::time::Duration>) -> Value {
+    d.map_or(Value::Null, |d| json!(d.as_millis()))
+}
+
 async fn peers(State(state): State<AppState>) -> Json<Value> {
-    let tracked: Vec<Value> = state
-        .federation
-        .resolver
-        .peers()
+    let tracked: Vec<Value> = ops::peers(&state)
         .into_iter()
         .map(|p| {
+            let condition = p.state().as_str();
+            let s = p.status;
             json!({
-                "domain": p.host.to_string(),
-                "state": p.health.as_str(),
-                "failures": p.failures,
-                "retry_in_secs": p.retry_in.map(|d| d.as_secs()),
-                "last_error": p.last_error,
-                "last_failure_at": unix(p.last_failure_at),
-                "last_success_at": unix(p.last_success_at),
+                "domain": s.host.to_string(),
+                "state": s.health.as_str(),
+                "condition": condition,
+                "failures": s.failures,
+                "retry_in_secs": s.retry_in.map(|d| d.as_secs()),
+                "last_error": s.last_error,
+                "last_failure_at": unix(s.last_failure_at),
+                "last_success_at": unix(s.last_success_at),
+                "latency_ms": millis(s.latency),
+                "last_latency_ms": millis(s.last_latency),
+                "refuses_this_node": s.refuses_us,
+                "trust": {
+                    "allowed": p.verdict.allowed,
+                    "reason": p.verdict.why.as_str(),
+                    "explanation": p.explanation,
+                },
             })
         })
         .collect();
-    let routes: Vec<Value> = state
-        .config
-        .federation
-        .peers
-        .iter()
-        .map(|p| json!({ "domain": p.domain.to_string(), "url": p.url.as_str() }))
+    let routes: Vec<Value> = ops::static_routes(&state)
+        .into_iter()
+        .map(|(domain, url)| json!({ "domain": domain.to_string(), "url": url.as_str() }))
         .collect();
     Json(json!({ "peers": tracked, "static_routes": routes }))
 }
@@ -110,14 +116,8 @@ async fn retry(
     State(state): State<AppState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let host = parse_domain(&domain)?;
-    if !state.federation.resolver.retry_now(&host) {
-        return Err(ApiError::new(
-            ProblemType::NotFound,
-            format!("{host} is not a tracked peer"),
-        ));
-    }
-    tracing::info!(remote.host = %host, "peer backoff cleared by the admin");
+    let host = ops::parse_domain(&domain)?;
+    ops::retry(&state, &host)?;
     Ok(Json(json!({ "domain": host.to_string(), "retry": "now" })))
 }
 
@@ -125,70 +125,50 @@ async fn flush(
     State(state): State<AppState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let host = parse_domain(&domain)?;
-    let flushed = state.federation.resolver.flush_domain(&host).await;
-    state.federation.discovery.flush(&host).await;
-    tracing::info!(remote.host = %host, flushed, "cache of a domain flushed by the admin");
+    let host = ops::parse_domain(&domain)?;
+    let flushed = ops::flush(&state, &host).await;
     Ok(Json(
         json!({ "domain": host.to_string(), "flushed_entries": flushed }),
     ))
 }
 
-async fn explain(
+async fn explain_json(
     State(state): State<AppState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let host = parse_domain(&domain)?;
-    let verdict = state.federation.trust.decide(&host);
+    let host = ops::parse_domain(&domain)?;
+    let explained = explain(&state.federation.trust.current(), &host, SystemTime::now());
     Ok(Json(json!({
         "domain": host.to_string(),
-        "allowed": verdict.allowed,
-        "reason": verdict.why.as_str(),
-        "explanation": verdict.explain(&host),
+        "allowed": explained.verdict.allowed,
+        "reason": explained.verdict.why.as_str(),
+        "explanation": explained.line,
     })))
 }
 
 async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.federation.reload_trust(&state.config).await {
-        Ok(diff) => {
-            let names = |v: &[pd_federation::trust::DiffEntry]| {
-                v.iter().map(ToString::to_string).collect::<Vec<_>>()
-            };
-            Ok(Json(json!({
-                "changed": !diff.is_empty(),
-                "mode": diff.mode_after.to_string(),
-                "added": names(&diff.added),
-                "removed": names(&diff.removed),
-                "modified": names(&diff.changed),
-            })))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "trust policy not reloaded; the previous policy stays in force");
-            Err(ApiError::new(
-                ProblemType::InvalidRequest,
-                format!(
-                    "the trust policy was not reloaded (the previous policy stays in force): {e}"
-                ),
-            ))
-        }
-    }
+    let diff = ops::reload(&state).await?;
+    let names = |v: &[pd_federation::trust::DiffEntry]| {
+        v.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    Ok(Json(json!({
+        "changed": !diff.is_empty(),
+        "mode": diff.mode_after.to_string(),
+        "added": names(&diff.added),
+        "removed": names(&diff.removed),
+        "modified": names(&diff.changed),
+    })))
 }
 
 async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
-    let status = state.federation.subscriptions();
-    let lists: Vec<Value> = state
-        .federation
-        .trust
-        .current()
-        .local()
-        .subscriptions
-        .iter()
+    let lists: Vec<Value> = ops::subscriptions(&state)
+        .into_iter()
         .map(|sub| {
-            let s = status.get(&sub.url).cloned().unwrap_or_default();
+            let s = sub.status;
             json!({
-                "url": sub.url.as_str(),
-                "kind": sub.kind.to_string(),
-                "refresh_secs": sub.refresh.as_secs(),
+                "url": sub.config.url.as_str(),
+                "kind": sub.config.kind.to_string(),
+                "refresh_secs": sub.config.refresh.as_secs(),
                 "last_attempt": unix(s.last_attempt),
                 "last_success": unix(s.last_success),
                 "last_error": s.last_error,

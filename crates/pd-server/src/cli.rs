@@ -346,7 +346,7 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", policy.explain(&host, now));
+            println!("{}", crate::admin::explain(&policy, &host, now).line);
         }
         TrustCommand::Export { format, kind } => {
             let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
@@ -361,8 +361,13 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
         TrustCommand::Import { file, kind } => {
             let bytes = std::fs::read(&file)
                 .with_context(|| format!("failed to read {}", file.display()))?;
-            let parsed = lists::parse(&bytes)
+            let mut parsed = lists::parse(&bytes)
                 .with_context(|| format!("failed to parse {}", file.display()))?;
+            let name = file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            lists::mark_imported(&mut parsed.entries, &name, now);
             for warning in &parsed.warnings {
                 eprintln!("warning: line {}: {}", warning.line, warning.message);
             }
@@ -371,8 +376,14 @@ async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
                 EntryKind::Allow => snippet.allow = parsed.entries,
                 EntryKind::Deny => snippet.deny = parsed.entries,
             }
-            let text = toml::to_string(&snippet).context("failed to format the entries")?;
-            println!("[trust]");
+            // Nested under `trust`, so entries with metadata (arrays of tables) land in
+            // `[[trust.deny]]` rather than at the top level when pasted.
+            #[derive(serde::Serialize)]
+            struct Snippet {
+                trust: TrustConfig,
+            }
+            let text = toml::to_string(&Snippet { trust: snippet })
+                .context("failed to format the entries")?;
             print!("{text}");
         }
     }

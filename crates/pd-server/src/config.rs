@@ -168,6 +168,52 @@ impl Default for CacheConfig {
     }
 }
 
+/// The environment variable that sets `admin.token` (and wins over the file).
+pub const ENV_ADMIN_TOKEN: &str = "PD_ADMIN_TOKEN";
+
+/// Shortest accepted `admin.token`, in characters.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; keep it out of logs and messages.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The admin listener's access rules (`[admin]`); its address is `admin_listen`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Allow `admin_listen` on an address other than loopback, so that the admin pages
+    /// and the JSON admin surface can be reached from other machines (or from a proxy in
+    /// another container). Needs `token`. Default: false (loopback only).
+    pub remote: bool,
+    /// A bearer token every admin request must carry: `Authorization: Bearer <token>`, or
+    /// HTTP Basic authentication with the token as the password (what browsers prompt
+    /// for). At least 32 characters, e.g. `openssl rand -base64 32`. Required with
+    /// `remote`; also honoured on loopback, so a proxy on the same machine can be given
+    /// access safely. The environment variable `PD_ADMIN_TOKEN` wins over the file.
+    /// Default: none (loopback clients need no token).
+    pub token: Option<Secret>,
+}
+
 /// The node's configuration (TOML). `Default` is a local development node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -214,10 +260,13 @@ pub struct Config {
     /// `GET /.well-known/pd-allowlist.txt`, so that other nodes can subscribe to it as a
     /// community list. Default: false (404).
     pub publish_allowlist: bool,
-    /// Address of the admin listener (peer state, cache flush, trust explain and reload).
-    /// It has no authentication, so it must be a loopback address. Default: none (the admin
-    /// surface is off).
+    /// Address of the admin listener: the status pages (overview, peers, trust) and the
+    /// JSON admin surface (peer state, retry, cache flush, trust explain and reload). A
+    /// loopback address unless `admin.remote` is set. Default: none (the admin listener is
+    /// off).
     pub admin_listen: Option<SocketAddr>,
+    /// Who may use the admin listener (`[admin]`): loopback clients only, by default.
+    pub admin: AdminConfig,
     /// The file this configuration was read from, if any; the trust policy is reloaded
     /// from it. Not a TOML key.
     #[serde(skip)]
@@ -244,6 +293,7 @@ impl Default for Config {
             trust: TrustConfig::default(),
             publish_allowlist: false,
             admin_listen: None,
+            admin: AdminConfig::default(),
             source: None,
         }
     }
@@ -310,6 +360,12 @@ impl Config {
         };
         config.source = path.map(Path::to_owned);
         config.apply(overrides)?;
+        if let Some(token) = std::env::var_os(ENV_ADMIN_TOKEN) {
+            let token = token.into_string().map_err(|_| {
+                ConfigError::Invalid(format!("{ENV_ADMIN_TOKEN} is not valid UTF-8"))
+            })?;
+            config.admin.token = Some(Secret::new(token));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -380,11 +436,30 @@ impl Config {
         {
             return bad("tls.cert and tls.key must both name files");
         }
+        if let Some(token) = &self.admin.token {
+            let token = token.expose();
+            if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                return bad(&format!(
+                    "admin.token (or {ENV_ADMIN_TOKEN}) must be at least {MIN_ADMIN_TOKEN_LEN} characters (e.g. the output of `openssl rand -base64 32`)"
+                ));
+            }
+            if !token.chars().all(|c| c.is_ascii_graphic()) {
+                return bad(&format!(
+                    "admin.token (or {ENV_ADMIN_TOKEN}) must be printable ASCII without spaces"
+                ));
+            }
+        }
+        if self.admin.remote && self.admin.token.is_none() {
+            return bad(&format!(
+                "admin.remote needs admin.token (or {ENV_ADMIN_TOKEN}): remote admin access is never unauthenticated"
+            ));
+        }
         if let Some(admin) = self.admin_listen
             && !admin.ip().is_loopback()
+            && !self.admin.remote
         {
             return bad(
-                "admin_listen must be a loopback address (the admin surface has no authentication)",
+                "admin_listen must be a loopback address, unless admin.remote = true and admin.token are set",
             );
         }
         self.federation
@@ -520,10 +595,39 @@ mod tests {
             ("session_ttl = \"0s\"", "session_ttl"),
             ("trusted_proxies = [\"10.0.0.1/99\"]", "trusted_proxies"),
             ("store = \"postgres://db:port/pd\"", "store"),
+            ("admin_listen = \"0.0.0.0:9091\"", "admin.remote"),
+            (
+                "admin_listen = \"0.0.0.0:9091\"\n[admin]\nremote = true",
+                "admin.token",
+            ),
+            ("[admin]\ntoken = \"short\"", "at least 32"),
+            (
+                "[admin]\ntoken = \"with a space in it, which is not allowed\"",
+                "printable",
+            ),
+            ("[admin]\nremote = \"yes\"", "remote"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn remote_admin_access_needs_a_token() {
+        let c = parse(
+            "admin_listen = \"0.0.0.0:9091\"\n[admin]\nremote = true\ntoken = \"0123456789abcdef0123456789abcdef\"",
+        )
+        .unwrap();
+        assert!(c.admin.remote);
+        assert_eq!(
+            c.admin.token.as_ref().unwrap().expose(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        // The token never shows in debug output.
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let local = parse("admin_listen = \"127.0.0.1:9091\"").unwrap();
+        assert!(!local.admin.remote);
+        assert!(local.admin.token.is_none());
     }
 
     #[test]

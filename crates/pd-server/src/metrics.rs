@@ -1,5 +1,8 @@
 //! The node's Prometheus metrics: requests, lookups, registrations, store errors, refusals
-//! by the trust policy, and the federation resolver's cache and upstream metrics.
+//! by the trust policy, problem answers by type, and the federation resolver's cache and
+//! upstream metrics; and the [`traffic`] ring the admin overview charts.
+
+pub mod traffic;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,6 +12,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+
+use self::traffic::{LookupClass, Traffic};
 
 /// Labels of the request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,6 +41,13 @@ pub struct RefusalLabels {
     pub reason: String,
 }
 
+/// Labels of the problem answer counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProblemLabels {
+    /// The problem type's short name (`unknown-user`, ...).
+    pub r#type: &'static str,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +63,10 @@ pub struct Metrics {
     pub refused_lookups: Family<RefusalLabels, Counter>,
     /// Inbound node-to-node requests refused, by reason.
     pub refused_inbound: Family<RefusalLabels, Counter>,
+    /// Problem answers of the API, by type.
+    pub problems: Family<ProblemLabels, Counter>,
+    /// Per-minute lookups and problem answers of the last hour.
+    pub traffic: Traffic,
 }
 
 impl fmt::Debug for Metrics {
@@ -102,8 +118,16 @@ impl Metrics {
             "Inbound node-to-node requests refused, by reason",
             refused_inbound.clone(),
         );
+        let problems = Family::<ProblemLabels, Counter>::default();
+        registry.register(
+            "problems",
+            "Problem answers of the API, by problem type",
+            problems.clone(),
+        );
         extra(&mut registry);
         Self {
+            problems,
+            traffic: Traffic::new(),
             registry,
             refused_lookups,
             refused_inbound,
@@ -122,6 +146,17 @@ impl Metrics {
                 result: Cow::Borrowed(result),
             })
             .inc();
+        self.traffic.lookup(LookupClass::of(source, result));
+    }
+
+    /// Counts a problem answer.
+    pub fn problem(&self, kind: pd_proto::ProblemType) {
+        self.problems
+            .get_or_create(&ProblemLabels {
+                r#type: kind.slug(),
+            })
+            .inc();
+        self.traffic.problem(kind);
     }
 
     /// Counts a lookup refused by the trust policy.

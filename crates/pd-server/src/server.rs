@@ -144,6 +144,8 @@ impl Server {
         let handle = Handle::new();
         let mut tasks = JoinSet::new();
         let is_tls = tls.is_some();
+        // Remote admin access is served over the node's TLS certificate when it has one.
+        let admin_tls = tls.clone().filter(|_| state.config.admin.remote);
         match tls {
             Some(tls) => {
                 let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
@@ -158,9 +160,21 @@ impl Server {
         if let Some(listener) = admin_listener {
             let admin_app =
                 admin::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-            let server = axum_server::from_tcp(listener).handle(admin_handle.clone());
-            tasks
-                .spawn(async move { server.serve(admin_app).await.context("admin server failed") });
+            match admin_tls {
+                Some(tls) => {
+                    let server =
+                        axum_server::from_tcp_rustls(listener, tls).handle(admin_handle.clone());
+                    tasks.spawn(async move {
+                        server.serve(admin_app).await.context("admin server failed")
+                    });
+                }
+                None => {
+                    let server = axum_server::from_tcp(listener).handle(admin_handle.clone());
+                    tasks.spawn(async move {
+                        server.serve(admin_app).await.context("admin server failed")
+                    });
+                }
+            }
         }
         let (stop, stopped) = watch::channel(false);
         tasks.spawn(purge_task(registry, stopped.clone()));
@@ -172,7 +186,13 @@ impl Server {
             "node started"
         );
         if let Some(addr) = admin_addr {
-            tracing::info!(admin.addr = %addr, "admin surface listening");
+            tracing::info!(admin.addr = %addr, remote = state.config.admin.remote, "admin pages listening");
+            if state.config.admin.remote && !is_tls {
+                tracing::warn!(
+                    admin.addr = %addr,
+                    "remote admin access over plain HTTP: the token crosses the network in clear text unless a TLS proxy on the same host or private network sits in front"
+                );
+            }
         }
         Ok(Self {
             http_addr,

@@ -1,6 +1,6 @@
 //! The shared, reloadable trust policy handle and the audit record of each change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,31 @@ struct Inner {
     write: Mutex<()>,
     /// Bumped on every replacement, so background tasks notice reloads.
     changed: watch::Sender<u64>,
+    /// The latest changes, oldest first, at most [`AUDIT_LOG_CAPACITY`].
+    audit: Mutex<VecDeque<AuditRecord>>,
+}
+
+/// How many policy changes [`Trust::audit_log`] keeps; older ones are only in the log.
+pub const AUDIT_LOG_CAPACITY: usize = 200;
+
+/// One change of the policy in force, as [`Trust::audit_log`] keeps it: when, why, and
+/// what changed (the same facts as the `trust.policy_changed` audit log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When the change was put in force.
+    pub at: SystemTime,
+    /// What caused it: `reload`, `subscription <url>`, ...
+    pub cause: String,
+    /// Mode before the change.
+    pub mode_before: Mode,
+    /// Mode after the change.
+    pub mode_after: Mode,
+    /// Entries present only after the change.
+    pub added: Vec<DiffEntry>,
+    /// Entries present only before the change.
+    pub removed: Vec<DiffEntry>,
+    /// Entries whose reason, expiry or provenance changed.
+    pub changed: Vec<DiffEntry>,
 }
 
 impl fmt::Debug for Trust {
@@ -46,6 +71,7 @@ impl Trust {
                 policy: ArcSwap::from_pointee(policy),
                 write: Mutex::new(()),
                 changed: watch::channel(0).0,
+                audit: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -83,8 +109,36 @@ impl Trust {
         let diff = PolicyDiff::between(before, after);
         if !diff.is_empty() {
             diff.log(cause);
+            let mut audit = self
+                .inner
+                .audit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if audit.len() == AUDIT_LOG_CAPACITY {
+                audit.pop_front();
+            }
+            audit.push_back(AuditRecord {
+                at: SystemTime::now(),
+                cause: cause.to_owned(),
+                mode_before: diff.mode_before,
+                mode_after: diff.mode_after,
+                added: diff.added.clone(),
+                removed: diff.removed.clone(),
+                changed: diff.changed.clone(),
+            });
         }
         Ok(diff)
+    }
+
+    /// The latest changes of the policy in force since this handle was made, newest
+    /// first (at most [`AUDIT_LOG_CAPACITY`]).
+    pub fn audit_log(&self) -> Vec<AuditRecord> {
+        let audit = self
+            .inner
+            .audit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        audit.iter().rev().cloned().collect()
     }
 
     /// Puts a new local configuration (already [resolved](super::TrustConfig::resolve)) in

@@ -22,6 +22,7 @@
 //! its last good copy rather than a partial one.
 
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
 use super::config::{DomainPattern, Entry, EntryKind, PatternError};
 
@@ -86,6 +87,29 @@ pub enum ListError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The start of `added_by` on entries that `pd-server trust import` converted from a
+/// list file: `import from <file>`.
+pub const IMPORTED_FROM: &str = "import from ";
+
+/// Marks entries converted from the list `file` as imported at `at`: each entry without
+/// `added_by` gets `import from <file>`, and each without `added_at` gets `at`, so the
+/// entries keep their provenance once pasted into the configuration.
+pub fn mark_imported(entries: &mut [Entry], file: &str, at: SystemTime) {
+    for entry in entries {
+        if entry.added_by.is_none() {
+            entry.added_by = Some(format!("{IMPORTED_FROM}{file}"));
+        }
+        if entry.added_at.is_none() {
+            entry.added_at = Some(at);
+        }
+    }
+}
+
+/// The file a configured entry was imported from, when [`mark_imported`] marked it.
+pub fn imported_from(entry: &Entry) -> Option<&str> {
+    entry.added_by.as_deref()?.strip_prefix(IMPORTED_FROM)
 }
 
 /// Parses a list, detecting its format: CSV when the first non-blank line holds a comma

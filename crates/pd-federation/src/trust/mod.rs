@@ -28,9 +28,10 @@ pub use config::{
     DEFAULT_REFRESH, DomainPattern, Entry, EntryKind, MIN_REFRESH, Mode, PatternError,
     SubscriptionConfig, TrustConfig,
 };
-pub use handle::{DiffEntry, PolicyDiff, Trust};
+pub use handle::{AUDIT_LOG_CAPACITY, AuditRecord, DiffEntry, PolicyDiff, Trust};
 pub use policy::{
-    DecidingEntry, ListSource, Reason, SubscribedList, TrustPolicy, TrustWarning, Verdict,
+    DecidingEntry, EntryInForce, ListSource, Reason, SubscribedList, TrustPolicy, TrustWarning,
+    Verdict,
 };
 pub use subscription::{
     ArchivedList, ListArchive, ListFetcher, RETRY_AFTER_FAILURE, RefreshError, RestoredList,

@@ -133,6 +133,20 @@ impl Verdict {
     }
 }
 
+/// An entry of the policy with the list it comes from, as [`TrustPolicy::entries`] lists
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInForce {
+    /// Allow or deny.
+    pub kind: EntryKind,
+    /// The list it comes from.
+    pub source: ListSource,
+    /// The entry with its metadata (reason, expiry, who added it and when).
+    pub entry: Entry,
+    /// Whether a local entry with the same pattern overrides this subscribed one.
+    pub overridden: bool,
+}
+
 /// Something an operator should hear about, reported by `check-config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -428,6 +442,30 @@ impl TrustPolicy {
             .filter(|r| r.source == ListSource::Local || !local_patterns.contains(&r.entry.pattern))
             .filter(|r| seen.insert(r.entry.pattern.clone()))
             .map(|r| r.entry.clone())
+            .collect()
+    }
+
+    /// Every unexpired entry at `now`, local entries first, each with the list it comes
+    /// from and whether a local entry of the same pattern overrides it. Unlike
+    /// [`TrustPolicy::effective`], overridden and duplicate entries are listed too, so an
+    /// operator sees every list's contribution.
+    pub fn entries(&self, now: SystemTime) -> Vec<EntryInForce> {
+        let local_patterns: std::collections::HashSet<&DomainPattern> = self
+            .rules
+            .iter()
+            .filter(|r| r.source == ListSource::Local && !r.entry.is_expired(now))
+            .map(|r| &r.entry.pattern)
+            .collect();
+        self.rules
+            .iter()
+            .filter(|r| !r.entry.is_expired(now))
+            .map(|r| EntryInForce {
+                kind: r.kind,
+                source: r.source.clone(),
+                entry: r.entry.clone(),
+                overridden: r.source != ListSource::Local
+                    && local_patterns.contains(&r.entry.pattern),
+            })
             .collect()
     }
 

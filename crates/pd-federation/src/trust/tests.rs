@@ -512,6 +512,48 @@ subscriptions = [{ url = "https://community.example/deny.txt", kind = "deny" }, 
     }
 
     #[test]
+    fn entries_name_their_list_and_overrides() {
+        let p = subscribed_policy();
+        let listed: Vec<(String, String, bool)> = p
+            .entries(now())
+            .into_iter()
+            .map(|e| {
+                (
+                    format!("{} {}", e.kind, e.entry.pattern),
+                    e.source.to_string(),
+                    e.overridden,
+                )
+            })
+            .collect();
+        let deny = "subscribed list https://community.example/deny.txt";
+        let allow = "subscribed list https://community.example/allow.txt";
+        let expected = [
+            ("allow spam.example", "local list", false),
+            ("deny friend.example", "local list", false),
+            ("deny spam.example", deny, true),
+            ("deny bad.example", deny, false),
+            ("deny x.spam.example", deny, false),
+            ("allow friend.example", allow, true),
+            ("allow bad.example", allow, false),
+        ];
+        let expected: Vec<(String, String, bool)> = expected
+            .iter()
+            .map(|(e, s, o)| ((*e).to_owned(), (*s).to_owned(), *o))
+            .collect();
+        assert_eq!(listed, expected);
+        // Expired entries are not in force.
+        let p = policy(
+            "[trust]\ndeny = [{ domain = \"old.example\", expires = \"2020-01-01T00:00:00Z\" }, \"new.example\"]",
+        );
+        let names: Vec<String> = p
+            .entries(now())
+            .iter()
+            .map(|e| e.entry.pattern.to_string())
+            .collect();
+        assert_eq!(names, ["new.example"]);
+    }
+
+    #[test]
     fn effective_lists_resolve_overrides_and_expiry() {
         let p = subscribed_policy();
         let deny: Vec<String> = p
@@ -550,6 +592,32 @@ subscriptions = [{ url = "https://community.example/deny.txt", kind = "deny" }, 
 mod list_formats {
     use super::lists::*;
     use super::*;
+
+    #[test]
+    fn imported_entries_keep_their_provenance() {
+        let mut parsed = lists::parse(b"spam.example\nold.example\n").unwrap();
+        parsed.entries[1].added_by = Some("ops".into());
+        let when = at("2026-02-03T04:05:06Z");
+        lists::mark_imported(&mut parsed.entries, "blocks.csv", when);
+        assert_eq!(lists::imported_from(&parsed.entries[0]), Some("blocks.csv"));
+        assert_eq!(parsed.entries[0].added_at, Some(when));
+        assert_eq!(lists::imported_from(&parsed.entries[1]), None);
+        assert_eq!(parsed.entries[1].added_by.as_deref(), Some("ops"));
+        // The marks survive the TOML snippet the import prints (nested under `trust`).
+        #[derive(serde::Serialize)]
+        struct Snippet {
+            trust: TrustConfig,
+        }
+        let snippet = TrustConfig {
+            deny: parsed.entries,
+            ..TrustConfig::default()
+        };
+        let text = toml::to_string(&Snippet { trust: snippet }).unwrap();
+        assert!(text.contains("[[trust.deny]]"), "{text}");
+        let back = config(&text);
+        assert_eq!(lists::imported_from(&back.deny[0]), Some("blocks.csv"));
+        assert_eq!(back.deny[0].added_at, Some(when));
+    }
 
     fn patterns(list: &ParsedList) -> Vec<String> {
         list.entries.iter().map(|e| e.pattern.to_string()).collect()
@@ -765,6 +833,37 @@ mod handle {
         let out = tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         (out, text)
+    }
+
+    #[test]
+    fn the_audit_log_keeps_the_latest_changes_newest_first() {
+        let trust = Trust::new(policy("[trust]\ndeny = [\"a.example\"]"));
+        assert!(trust.audit_log().is_empty());
+        trust.replace(policy("[trust]\ndeny = [\"a.example\"]"));
+        assert!(trust.audit_log().is_empty(), "no change, no record");
+        trust.replace(policy("[trust]\ndeny = [\"b.example\"]"));
+        trust
+            .reload(config(
+                "[trust]\nmode = \"allowlist\"\nallow = [\"c.example\"]",
+            ))
+            .unwrap();
+        let log = trust.audit_log();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].cause, "reload");
+        assert_eq!(log[0].mode_before, Mode::Open);
+        assert_eq!(log[0].mode_after, Mode::Allowlist);
+        assert_eq!(log[0].added[0].to_string(), "allow c.example");
+        assert_eq!(log[0].removed[0].to_string(), "deny b.example");
+        assert_eq!(log[1].cause, "replace");
+        assert_eq!(log[1].added[0].to_string(), "deny b.example");
+        assert!(log[0].at >= log[1].at);
+        for i in 0..AUDIT_LOG_CAPACITY + 5 {
+            trust.replace(policy(&format!("[trust]\ndeny = [\"n{i}.example\"]")));
+        }
+        let log = trust.audit_log();
+        assert_eq!(log.len(), AUDIT_LOG_CAPACITY);
+        let last = AUDIT_LOG_CAPACITY + 4;
+        assert_eq!(log[0].added[0].entry, format!("n{last}.example"));
     }
 
     #[test]

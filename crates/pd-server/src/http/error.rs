@@ -105,6 +105,8 @@ impl IntoResponse for ApiError {
         if let Some(internal) = self.internal {
             response.extensions_mut().insert(InternalError(internal));
         }
+        // For the request metrics, which count problem answers by type.
+        response.extensions_mut().insert(self.kind);
         response
     }
 }

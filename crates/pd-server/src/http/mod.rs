@@ -245,6 +245,9 @@ where
                 metrics.store_errors.inc();
                 tracing::error!(error = %cause, "request failed");
             }
+            if let Some(kind) = response.extensions().get::<ProblemType>() {
+                metrics.problem(*kind);
+            }
             metrics
                 .requests
                 .get_or_create(&RequestLabels {

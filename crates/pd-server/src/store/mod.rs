@@ -78,6 +78,15 @@ impl StoreError {
     }
 }
 
+/// How many users a store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCounts {
+    /// Accounts.
+    pub registered: u64,
+    /// Accounts with a presence record that has not expired.
+    pub online: u64,
+}
+
 /// A stored presence record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceRow {
@@ -349,6 +358,11 @@ impl Store {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, ping())
+    }
+
+    /// Counts the accounts, and those with a presence record unexpired at `now_secs`.
+    pub async fn user_counts(&self, now_secs: u64) -> Result<UserCounts, StoreError> {
+        dispatch!(self, user_counts(now_secs))
     }
 
     /// Reads an account, its presence record and its kept rotation proofs.

@@ -21,7 +21,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{
     AccountDump, AccountRow, Change, Dump, InviteRow, MAX_KEPT_ROTATIONS, PresenceRow, SessionRow,
-    SharedServerKeys, StoreError, TrustListRow, key32, to_i64, to_u64,
+    SharedServerKeys, StoreError, TrustListRow, UserCounts, key32, to_i64, to_u64,
 };
 
 /// The advisory lock key migrations hold ("pd-migr" in ASCII).
@@ -202,6 +202,22 @@ impl PgStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
+    }
+
+    /// Counts the accounts, and those with a presence record unexpired at `now_secs`.
+    pub async fn user_counts(&self, now_secs: u64) -> Result<UserCounts, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM accounts),
+                        (SELECT COUNT(*) FROM presence WHERE expires_at > $1)",
+                &[&to_i64(now_secs)],
+            )
+            .await?;
+        Ok(UserCounts {
+            registered: to_u64(row.get(0)),
+            online: to_u64(row.get(1)),
+        })
     }
 
     /// Reads an account, its presence record and its kept rotation proofs (one snapshot).

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     AccountDump, AccountRow, Change, Dump, InviteRow, MAX_KEPT_ROTATIONS, PresenceRow, SessionRow,
-    StoreError, TrustListRow, key32, to_i64, to_u64,
+    StoreError, TrustListRow, UserCounts, key32, to_i64, to_u64,
 };
 
 /// Schema migrations; `PRAGMA user_version` counts how many have been applied.
@@ -123,6 +123,24 @@ impl SqliteStore {
         self.with(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Counts the accounts, and those with a presence record unexpired at `now_secs`
+    /// (through the index on `expires_at`).
+    pub async fn user_counts(&self, now_secs: u64) -> Result<UserCounts, StoreError> {
+        self.with(move |c| {
+            let registered: i64 = c.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
+            let online: i64 = c.query_row(
+                "SELECT COUNT(*) FROM presence WHERE expires_at > ?1",
+                params![to_i64(now_secs)],
+                |r| r.get(0),
+            )?;
+            Ok(UserCounts {
+                registered: to_u64(registered),
+                online: to_u64(online),
+            })
         })
         .await
     }

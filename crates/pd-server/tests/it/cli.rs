@@ -101,3 +101,40 @@ async fn invite_create_prints_a_token_the_node_accepts_once() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[test]
+fn trust_import_prints_entries_that_paste_into_a_configuration_with_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("blocks.txt");
+    std::fs::write(&list, "spam.example\n*.bad.example # bulk\n").unwrap();
+    let out = pd_server()
+        .args(["trust", "import", "--kind", "deny"])
+        .arg(&list)
+        .env_remove("PD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snippet = String::from_utf8(out.stdout).unwrap();
+    assert!(snippet.contains("[[trust.deny]]"), "{snippet}");
+    assert!(
+        snippet.contains("added_by = \"import from blocks.txt\""),
+        "{snippet}"
+    );
+    let file = dir.path().join("pd.toml");
+    std::fs::write(&file, format!("domain = \"chat.example\"\n{snippet}")).unwrap();
+    let config = Config::from_file(&file).unwrap();
+    assert_eq!(config.trust.deny.len(), 2);
+    let explain = pd_server()
+        .args(["trust", "explain", "x.bad.example", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(explain.stdout).unwrap().trim(),
+        "refused: x.bad.example (deny entry \"*.bad.example\" in local list)"
+    );
+}

@@ -2,6 +2,8 @@
 //! (or PostgreSQL, in `store` and `replicas`), driven over HTTP with real signatures.
 
 mod accounts;
+mod admin_browser;
+mod admin_pages;
 mod backup;
 mod cli;
 mod doctor;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use pd_server::store::{
-    Change, Dump, MAX_KEPT_ROTATIONS, PresenceRow, Store, StoreError, StoreSpec,
+    Change, Dump, MAX_KEPT_ROTATIONS, PresenceRow, Store, StoreError, StoreSpec, UserCounts,
 };
 
 use crate::pg;
@@ -44,6 +44,7 @@ on_both!(
     invites_are_single_use_and_expire,
     name_taken_does_not_consume_the_invite,
     purge_removes_only_expired_records,
+    users_are_counted_registered_and_online,
     sessions_are_stored_and_end_with_the_key,
     trust_lists_are_kept,
     export_and_import_copy_everything,
@@ -197,6 +198,24 @@ async fn purge_removes_only_expired_records(s: Store) {
     assert!(s.account("b").await.unwrap().unwrap().presence.is_some());
     assert_eq!(s.session([3; 32]).await.unwrap(), None);
     assert_eq!(s.session([4; 32]).await.unwrap().unwrap().expires_at, 250);
+}
+
+async fn users_are_counted_registered_and_online(s: Store) {
+    let counts = |registered, online| UserCounts { registered, online };
+    assert_eq!(s.user_counts(100).await.unwrap(), counts(0, 0));
+    for name in ["a", "b", "c"] {
+        s.create_account(name, K1, 1, None, 100).await.unwrap();
+    }
+    s.apply("a", K1, 2, Change::Publish(presence(2, 150)))
+        .await
+        .unwrap();
+    s.apply("b", K1, 2, Change::Publish(presence(2, 250)))
+        .await
+        .unwrap();
+    assert_eq!(s.user_counts(100).await.unwrap(), counts(3, 2));
+    // A record is online until the second it expires, even before it is purged.
+    assert_eq!(s.user_counts(150).await.unwrap(), counts(3, 1));
+    assert_eq!(s.user_counts(250).await.unwrap(), counts(3, 0));
 }
 
 async fn sessions_are_stored_and_end_with_the_key(s: Store) {

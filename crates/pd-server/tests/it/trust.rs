@@ -359,7 +359,9 @@ fn trust_export_and_import_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     let snippet = String::from_utf8(out.stdout).unwrap();
-    assert!(snippet.starts_with("[trust]\n"), "{snippet}");
+    // Each entry keeps where it came from, so the snippet nests its tables under `trust`.
+    assert!(snippet.starts_with("[[trust.deny]]\n"), "{snippet}");
+    assert!(snippet.contains("added_by = \"import from "), "{snippet}");
     assert!(
         snippet.contains("xen.example") && snippet.contains("spam.example"),
         "{snippet}"
