@@ -9,7 +9,8 @@
 //!   server keys, caching both.
 //! - [`node_auth`] signs outbound node requests and verifies inbound ones
 //!   (`Authorization: PD-Node ...`, modelled on Matrix's `X-Matrix`).
-//! - [`upstream::Upstream`] performs one verified, signed lookup at a remote node.
+//! - [`upstream::Upstream`] performs one verified, signed lookup at a remote node, within
+//!   the per-destination cap on uncached lookups ([`destination_limit`]).
 //! - The lookup cache, per-peer backoff and the resolver engine that ties them together
 //!   live in their own modules.
 //!
@@ -22,6 +23,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod config;
+pub mod destination_limit;
 pub mod discovery;
 pub mod error;
 pub mod guard;

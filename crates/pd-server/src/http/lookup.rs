@@ -147,6 +147,7 @@ pub async fn remote(
         Err(e) => {
             let result = match e {
                 ResolveError::UnknownUser => "not_found",
+                ResolveError::RateLimited { .. } => "rate_limited",
                 ResolveError::DelegationRefused(_) => {
                     state.metrics.refused_lookup("delegation_refused");
                     "refused"
@@ -199,6 +200,18 @@ fn resolve_error(address: &Address, e: ResolveError) -> ApiError {
             ProblemType::NotCached,
             format!("no fresh cached answer for {address} (mode=cache-only)"),
         ),
+        ResolveError::RateLimited {
+            per_second,
+            retry_in,
+        } => ApiError::new(
+            ProblemType::RateLimited,
+            format!(
+                "this node sends at most {per_second} uncached lookups a second to {host}; \
+                 retry in {} s",
+                retry_in.as_secs().max(1)
+            ),
+        )
+        .with_retry_after(retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0)),
         other => ApiError::new(
             ProblemType::RemoteUnreachable,
             format!("the lookup at {host} failed: {other}"),

@@ -4,6 +4,8 @@
 mod accounts;
 mod backup;
 mod cli;
+mod connections;
+mod data_dir;
 mod doctor;
 mod federation;
 mod healthcheck;
@@ -12,6 +14,9 @@ mod lookup;
 mod node;
 mod pg;
 mod presence;
+mod problems;
+mod proxy;
+mod rate_limits;
 mod replicas;
 mod rotations;
 mod routing;
