@@ -560,7 +560,7 @@ async fn migrate(
 /// Where the domain's server key ends up after a migration.
 enum KeyPlan {
     /// Store this key in the target (database row or `server.key` file).
-    Carry(SecretKey),
+    Carry(Box<SecretKey>),
     /// The target already holds this very key.
     AlreadyThere,
     /// No key is carried (`--new-server-key`): the target's own key, or a new one on the
@@ -716,7 +716,7 @@ async fn key_plan(
         ));
     };
     match existing {
-        None => Ok(KeyPlan::Carry(key)),
+        None => Ok(KeyPlan::Carry(Box::new(key))),
         Some(other) if other.public() == key.public() => Ok(KeyPlan::AlreadyThere),
         Some(_) if new_server_key => Ok(KeyPlan::New),
         Some(other) => Err(anyhow!(

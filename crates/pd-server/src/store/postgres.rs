@@ -151,7 +151,7 @@ impl PgStore {
             let millis = timeout.as_millis();
             // A transaction left open by a node that stopped answering releases its row
             // locks after a while instead of holding them until its connection dies.
-            config.options(&format!(
+            config.options(format!(
                 "-c statement_timeout={millis} -c idle_in_transaction_session_timeout={}",
                 millis.saturating_mul(10)
             ));
