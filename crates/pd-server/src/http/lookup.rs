@@ -37,6 +37,7 @@ const NO_PRESENCE_TTL: u64 = 60;
         (status = 401, description = "unauthenticated (lookup_access = users)", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 403, description = "refused-by-policy (this node does not federate with the domain) or remote-refused", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown-user, or not-cached (mode=cache-only)", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited: too many lookups from this client, or this node's cap on uncached lookups of the domain (with Retry-After)", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 502, description = "no-pd-node or bad-remote-answer", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 504, description = "remote-unreachable (with Retry-After while the peer is backed off)", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
