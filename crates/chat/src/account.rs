@@ -106,6 +106,14 @@ impl Account {
         &self.config.server
     }
 
+    /// Sends a registration of this account to its home server.
+    pub(crate) async fn register(
+        &self,
+        request: &pd_proto::wire::RegisterRequest,
+    ) -> Result<AccountInfo, ClientError> {
+        self.client.register(request).await
+    }
+
     /// The address the home server sees this client coming from.
     pub(crate) async fn reflexive_ip(&self) -> Result<std::net::IpAddr, ChatError> {
         Ok(self.client.whoami().await?.ip)
@@ -169,6 +177,40 @@ impl Account {
         }
     }
 
+    /// The error of an operation on the account itself: "unknown user" means the home
+    /// server no longer knows the account, which is said in those words.
+    fn own(&self, err: ClientError) -> ChatError {
+        if is_problem(&err, ProblemType::UnknownUser) {
+            ChatError::AccountLost {
+                address: self.address().to_string(),
+                server: self.server().to_string(),
+            }
+        } else {
+            ChatError::Client(err)
+        }
+    }
+
+    /// Whether the home server accepts a login signed by the account's key (the account
+    /// exists there with this key).
+    pub(crate) async fn can_log_in(&self) -> Result<bool, ChatError> {
+        let login = Login {
+            address: self.address().clone(),
+            seq: next_seq(),
+        };
+        match self.client.login(&Signed::sign(&self.key, &login)).await {
+            // `replayed` comes after the signature check, so it proves the key too.
+            Ok(_) => Ok(true),
+            Err(err) if is_problem(&err, ProblemType::Replayed) => Ok(true),
+            Err(err)
+                if is_problem(&err, ProblemType::InvalidSignature)
+                    || is_problem(&err, ProblemType::UnknownUser) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     async fn token(&self, fresh: bool) -> Result<String, ChatError> {
         let now = now_secs();
         if !fresh
@@ -191,7 +233,8 @@ impl Account {
                 self.client.login(&login(next_seq())).await
             }
             other => other,
-        }?;
+        }
+        .map_err(|err| self.own(err))?;
         self.home.save_session(&Session {
             address: self.address().clone(),
             server: self.config.server.clone(),
@@ -218,7 +261,8 @@ impl Account {
                 .publish_presence(self.address(), &Signed::sign(&self.key, &presence))
                 .await
         })
-        .await?;
+        .await
+        .map_err(|err| self.own(err))?;
         Ok(answer)
     }
 
@@ -233,7 +277,8 @@ impl Account {
                 .withdraw(self.address(), &Signed::sign(&self.key, &withdrawal))
                 .await
         })
-        .await?;
+        .await
+        .map_err(|err| self.own(err))?;
         Ok(())
     }
 
@@ -278,7 +323,7 @@ impl Account {
             Err(err @ ClientError::Transport { .. }) => Err(err.into()),
             Err(err) => {
                 self.home.abandon_rotation()?;
-                Err(err.into())
+                Err(self.own(err))
             }
         }
     }
@@ -307,13 +352,14 @@ impl Account {
                 Ok(false)
             }
             // Anything else proves nothing either way: keep both keys for the next attempt.
-            Err(err) => Err(err.into()),
+            Err(err) => Err(self.own(err)),
         }
     }
 
-    /// Deletes the account and forgets it locally (the identity key stays).
-    pub(crate) async fn delete(&self) -> Result<(), ChatError> {
-        retry_replayed(async |seq| {
+    /// Deletes the account and forgets it locally (the identity key stays). Returns false
+    /// when the home server no longer knew the account (it is forgotten here all the same).
+    pub(crate) async fn delete(&self) -> Result<bool, ChatError> {
+        let deleted = retry_replayed(async |seq| {
             let deletion = Deletion {
                 address: self.address().clone(),
                 seq,
@@ -322,10 +368,15 @@ impl Account {
                 .delete(self.address(), &Signed::sign(&self.key, &deletion))
                 .await
         })
-        .await?;
+        .await;
+        let known = match deleted {
+            Ok(_) => true,
+            Err(err) if is_problem(&err, ProblemType::UnknownUser) => false,
+            Err(err) => return Err(err.into()),
+        };
         self.home.clear_session()?;
         self.home.remove_config()?;
-        Ok(())
+        Ok(known)
     }
 }
 

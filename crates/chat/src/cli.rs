@@ -31,13 +31,19 @@ pub enum Command {
     /// none, and saves the home server)
     Register {
         /// The address to register, NAME@DOMAIN
-        address: String,
+        #[arg(required_unless_present = "again")]
+        address: Option<String>,
         /// The home server's URL, https://... (http:// only for a local node)
-        #[arg(long, value_name = "URL")]
-        server: String,
+        #[arg(long, value_name = "URL", required_unless_present = "again")]
+        server: Option<String>,
         /// Invite token, when the server only accepts invited users
         #[arg(long, value_name = "TOKEN")]
         invite: Option<String>,
+        /// Register the account this home holds again, with the same key, at the same home
+        /// server: for when the home server no longer knows it (say, its data was restored
+        /// from an older backup)
+        #[arg(long, conflicts_with_all = ["address", "server"])]
+        again: bool,
     },
     /// Look up a user through your home server: key fingerprint, online or not, endpoints
     Lookup {
@@ -184,6 +190,21 @@ mod tests {
         .unwrap();
         assert_eq!(cli.home, Some(PathBuf::from("h")));
         assert_eq!(cli.ca_file, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn register_needs_an_address_and_a_server_unless_again() {
+        assert!(Cli::try_parse_from(["chat", "register"]).is_err());
+        assert!(Cli::try_parse_from(["chat", "register", "a@pd.test"]).is_err());
+        let again = Cli::try_parse_from(["chat", "register", "--again"]).unwrap();
+        assert!(matches!(
+            again.command,
+            Command::Register { again: true, .. }
+        ));
+        assert!(
+            Cli::try_parse_from(["chat", "register", "--again", "a@pd.test"]).is_err(),
+            "--again takes the account the home holds"
+        );
     }
 
     #[test]

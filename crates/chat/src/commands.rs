@@ -8,10 +8,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::CommandFactory;
 use pd_client::VerifiedLookup;
 use pd_proto::wire::{AccountInfo, RegisterRequest};
-use pd_proto::{Address, Endpoint, Registration, Signed};
+use pd_proto::{Address, Endpoint, ProblemType, Registration, Signed};
 use url::Url;
 
-use crate::account::{Account, Answer, RotateOutcome, client_for, now_secs};
+use crate::account::{Account, Answer, RotateOutcome, client_for, is_problem, now_secs};
 use crate::cli::Cli;
 use crate::contacts::{Contacts, age};
 use crate::error::ChatError;
@@ -35,6 +35,7 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
             server,
             invite,
         } => register(&home, ca_file, address, server, invite, out).await,
+        Action::RegisterAgain { invite } => register_again(home, ca_file, invite, out).await,
         Action::Whoami { json } => whoami(&home, json, out),
         Action::Completions(shell) => {
             clap_complete::generate(shell, &mut Cli::command(), "chat", out);
@@ -124,11 +125,15 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
         Action::ExportCert { cert, key } => export_cert(&home, &cert, &key, out),
         Action::DeleteAccount => {
             let account = Account::open(home, ca_file)?;
-            account.delete().await?;
+            let verb = if account.delete().await? {
+                "deleted the account"
+            } else {
+                "the home server no longer knew the account; forgot"
+            };
             write(
                 out,
                 format_args!(
-                    "deleted the account {} (the identity key stays in {})\n",
+                    "{verb} {} (the identity key stays in {})\n",
                     account.address(),
                     account.home().key_path().display()
                 ),
@@ -176,6 +181,53 @@ async fn register(
     })?;
     home.clear_session()?;
     print_account(&info, "registered", out)
+}
+
+/// `chat register --again`: registers the account the home holds once more, with the same
+/// key, at the same home server, for when the server lost it. When the server still holds
+/// the name, a login tells whether it is this account (nothing to do) or someone else's.
+async fn register_again(
+    home: Home,
+    ca_file: Option<std::path::PathBuf>,
+    invite: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), ChatError> {
+    let account = Account::open(home, ca_file)?;
+    let key = account.key();
+    let registration = Registration {
+        address: account.address().clone(),
+        public_key: key.public(),
+        seq: next_seq(),
+    };
+    let request = RegisterRequest {
+        registration: Signed::sign(key, &registration),
+        invite,
+    };
+    match account.register(&request).await {
+        Ok(info) => {
+            account.home().clear_session()?;
+            print_account(&info, "registered again, with the same key,", out)
+        }
+        Err(err) if is_problem(&err, ProblemType::NameTaken) => {
+            if account.can_log_in().await? {
+                write(
+                    out,
+                    format_args!(
+                        "{} is still registered at {} with your key; nothing to do\nfingerprint: {}\n",
+                        account.address(),
+                        account.server(),
+                        key.public().fingerprint()
+                    ),
+                )
+            } else {
+                Err(ChatError::AccountTaken {
+                    address: account.address().to_string(),
+                    server: account.server().to_string(),
+                })
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// `chat trust`: remembers the key the home node now vouches for, after the user compared

@@ -20,6 +20,7 @@
 //! | 14 | the listener refused the conversation |
 //! | 15 | the conversation broke: the peer vanished or broke the protocol |
 //! | 129, 130, 143 | SIGHUP, Ctrl+C (SIGINT) or SIGTERM ended `listen` or `connect` before it could finish: while connecting, or a second time while leaving |
+//! | 16 | the home server no longer knows your own account (`chat register --again`) |
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ pub const EXIT_KEY_CHANGED: u8 = 13;
 pub const EXIT_PEER_REFUSED: u8 = 14;
 /// Exit code: the conversation broke.
 pub const EXIT_CONVERSATION_BROKE: u8 = 15;
+/// Exit code: the home server no longer knows the user's own account.
+pub const EXIT_ACCOUNT_LOST: u8 = 16;
 
 /// A failed `chat` command.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +74,11 @@ pub enum ChatError {
     #[error("no account in {}: run `chat register NAME@DOMAIN --server URL` first", .0.display())]
     NotRegistered(PathBuf),
     /// The home already holds an account.
-    #[error("{} already holds the account {address}; use another --home for another account", .home.display())]
+    #[error(
+        "{} already holds the account {address}; use another --home for another account, or \
+         `chat register --again` to register this one again at its home server",
+        .home.display()
+    )]
     AlreadyRegistered {
         /// The home directory.
         home: PathBuf,
@@ -86,6 +93,30 @@ pub enum ChatError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The home server answered that the user's own account does not exist: it lost it
+    /// (its data restored from an older backup, say).
+    #[error(
+        "your home server {server} no longer knows your account {address} (was its data \
+         restored from an older backup?); to register the same key again, run `chat register \
+         --again`"
+    )]
+    AccountLost {
+        /// The account.
+        address: String,
+        /// The home server.
+        server: String,
+    },
+    /// `register --again`: the name is registered with another key than the home's.
+    #[error(
+        "{address} is registered at {server} with another key than yours; the home server \
+         gave the name to someone else"
+    )]
+    AccountTaken {
+        /// The account.
+        address: String,
+        /// The home server.
+        server: String,
     },
     /// A lookup refused by federation policy, by the home server or by the user's node.
     #[error("{0}")]
@@ -132,6 +163,8 @@ impl ChatError {
             Self::Peer(err) => (err.to_string(), peer_exit_code(err)),
             Self::Interrupted { message, code } => (message.clone(), *code),
             Self::NotWithdrawn { code, .. } => (self.to_string(), *code),
+            Self::AccountLost { .. } => (self.to_string(), EXIT_ACCOUNT_LOST),
+            Self::AccountTaken { .. } => (self.to_string(), EXIT_REFUSED),
             other => (other.to_string(), EXIT_OTHER),
         };
         (one_line(&message), code)

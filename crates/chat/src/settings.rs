@@ -37,6 +37,11 @@ pub enum Action {
         /// Invite token.
         invite: Option<String>,
     },
+    /// Register the account the home holds again, with the same key.
+    RegisterAgain {
+        /// Invite token.
+        invite: Option<String>,
+    },
     /// Look a user up.
     Lookup {
         /// The address to look up.
@@ -116,14 +121,23 @@ impl Settings {
 fn action(command: Command) -> Result<Action, ChatError> {
     Ok(match command {
         Command::Register {
+            again: true,
+            invite,
+            ..
+        } => Action::RegisterAgain { invite },
+        Command::Register {
             address,
             server,
             invite,
-        } => Action::Register {
-            address: parse_address(&address)?,
-            server: parse_server(&server)?,
-            invite,
-        },
+            again: false,
+        } => {
+            let missing = || ChatError::Usage("register needs NAME@DOMAIN and --server URL".into());
+            Action::Register {
+                address: parse_address(&address.ok_or_else(missing)?)?,
+                server: parse_server(&server.ok_or_else(missing)?)?,
+                invite,
+            }
+        }
         Command::Lookup {
             address,
             json,

@@ -591,3 +591,114 @@ async fn an_answer_that_does_not_verify_is_not_stored() {
     assert!(listed.starts_with("no contacts yet"), "{listed}");
     assert!(!home.contacts_path().exists());
 }
+
+/// Regression (issue 12): the home server lost alice's account. A login answered
+/// `unknown-user` is about alice's own account, and says so, with its own exit code.
+#[tokio::test]
+async fn a_lost_account_is_named_as_such() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = registered_home(&dir, &server);
+    Mock::given(method("POST"))
+        .and(path("/v1/sessions"))
+        .respond_with(problem(ProblemType::UnknownUser))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(format!("/v1/accounts/{ALICE}/presence")))
+        .respond_with(problem(ProblemType::UnknownUser))
+        .mount(&server)
+        .await;
+    for args in [
+        &["lookup", BOB][..],
+        &["publish", "--endpoint", "tcp://192.0.2.1:7000"][..],
+    ] {
+        let (message, code) = chat(&home, args).await.unwrap_err().report();
+        assert_eq!(code, 16, "{args:?}: {message}");
+        assert!(
+            message.contains("no longer knows your account alice@pd.test"),
+            "{message}"
+        );
+        assert!(message.contains("chat register --again"), "{message}");
+    }
+    // Bob being unknown is still "unknown user" (3), not a lost account.
+    let dir = tempfile::tempdir().unwrap();
+    let other = MockServer::start().await;
+    let (home, _) = registered_home(&dir, &other);
+    mount_login(&other, "t1", 1).await;
+    mount_lookup(&other, "t1", problem(ProblemType::UnknownUser)).await;
+    let (_, code) = chat(&home, &["lookup", BOB]).await.unwrap_err().report();
+    assert_eq!(code, 3);
+}
+
+#[tokio::test]
+async fn register_again_sends_the_same_key_and_tells_a_taken_name_apart() {
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (home, key) = registered_home(&dir, &server);
+    let expected_key = key.public();
+    Mock::given(method("POST"))
+        .and(path("/v1/accounts"))
+        .respond_with(move |req: &Request| {
+            let body: RegisterRequest = serde_json::from_slice(&req.body).unwrap();
+            let registration = body
+                .registration
+                .verify(&expected_key, &addr(ALICE))
+                .unwrap();
+            assert_eq!(registration.public_key, expected_key);
+            ResponseTemplate::new(201).set_body_json(AccountInfo {
+                address: addr(ALICE),
+                public_key: expected_key,
+                fingerprint: expected_key.fingerprint(),
+            })
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = chat(&home, &["register", "--again"]).await.unwrap();
+    assert!(out.contains("registered again, with the same key"), "{out}");
+    assert!(out.contains(&key.public().fingerprint()), "{out}");
+
+    // The name is taken: by this very key (nothing to do), or by another (refused, 5).
+    for (login, expected) in [
+        (
+            ResponseTemplate::new(200).set_body_json(LoginResponse {
+                token: "t".into(),
+                expires_in: 60,
+            }),
+            Ok(()),
+        ),
+        (problem(ProblemType::InvalidSignature), Err(5)),
+    ] {
+        let server = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) = registered_home(&dir, &server);
+        Mock::given(method("POST"))
+            .and(path("/v1/accounts"))
+            .respond_with(problem(ProblemType::NameTaken))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/sessions"))
+            .respond_with(login)
+            .mount(&server)
+            .await;
+        match (chat(&home, &["register", "--again"]).await, expected) {
+            (Ok(out), Ok(())) => assert!(out.contains("nothing to do"), "{out}"),
+            (Err(err), Err(code)) => {
+                let (message, actual) = err.report();
+                assert_eq!(actual, code, "{message}");
+                assert!(message.contains("with another key than yours"), "{message}");
+            }
+            (other, _) => panic!("unexpected: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn register_again_needs_an_account_in_the_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::at(dir.path());
+    let err = chat(&home, &["register", "--again"]).await.unwrap_err();
+    assert!(matches!(err, chat::ChatError::NotRegistered(_)), "{err:?}");
+}

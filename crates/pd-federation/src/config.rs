@@ -45,6 +45,13 @@ pub struct FederationConfig {
     pub max_well_known_bytes: u64,
     /// Most requests in flight to one destination (`host:port`) at a time. Default: `8`.
     pub per_peer_concurrency: usize,
+    /// Most lookups a second this node sends to one remote domain for answers it does not
+    /// have cached (sustained); beyond it a lookup is answered from the stale cache or with
+    /// 429 `rate-limited` and `Retry-After`, and nothing is sent. Cached answers (negative
+    /// ones included) are not counted. Default: `10`.
+    pub upstream_lookups_per_second: u32,
+    /// Uncached lookups of one remote domain allowed in a burst. Default: `50`.
+    pub upstream_lookup_burst: u32,
     /// How long a successful discovery result is cached. Default: `6h`.
     #[serde(with = "humantime_serde")]
     pub discovery_ttl: Duration,
@@ -83,6 +90,8 @@ impl Default for FederationConfig {
             max_response_bytes: 64 * 1024,
             max_well_known_bytes: 4 * 1024,
             per_peer_concurrency: 8,
+            upstream_lookups_per_second: 10,
+            upstream_lookup_burst: 50,
             discovery_ttl: Duration::from_secs(6 * 3600),
             discovery_ttl_jitter_percent: 10,
             discovery_failure_ttl: Duration::from_secs(5 * 60),
@@ -106,6 +115,11 @@ impl FederationConfig {
             ("max_response_bytes", self.max_response_bytes == 0),
             ("max_well_known_bytes", self.max_well_known_bytes == 0),
             ("per_peer_concurrency", self.per_peer_concurrency == 0),
+            (
+                "upstream_lookups_per_second",
+                self.upstream_lookups_per_second == 0,
+            ),
+            ("upstream_lookup_burst", self.upstream_lookup_burst == 0),
             ("discovery_ttl", self.discovery_ttl.is_zero()),
             (
                 "discovery_failure_ttl",

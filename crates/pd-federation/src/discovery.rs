@@ -10,6 +10,14 @@
 //!    without `base_url` (the node's own well-known document), means no delegation;
 //! 3. `https://H` itself.
 //!
+//! Discovery holds the node's trust policy and asks it at the moment of use, on every
+//! path: a domain the policy refuses is never contacted (not even for its
+//! `/.well-known/pd`), and a route that delegates to a host the policy refuses is refused
+//! ([`DiscoveryError::Refused`]) before anything is sent to that host, whether the route
+//! is fresh or cached and whatever asks for it: outbound lookups, the server key fetches
+//! that authenticate inbound requests, and `pd-server doctor`. Static routes are the
+//! operator's own configuration; only their domain is checked.
+//!
 //! Results are cached: successes for `discovery_ttl` with jitter, refreshed on use after
 //! `discovery_refresh_percent` of that time (keeping the old result if the refresh fails),
 //! failures for `discovery_failure_ttl`. Concurrent discoveries of one domain share one
@@ -18,7 +26,10 @@
 //! Server keys ([`Discovery::fetch_server_keys`]) come from `GET {base}/.well-known/pd`;
 //! the document must name the domain asked. Keys are cached until the earlier of
 //! `server_key_ttl` and the last key's `valid_until`, and a key is never used after its own
-//! `valid_until`.
+//! `valid_until`. A key id that is not in the cached set makes discovery fetch the set
+//! again at once (at most once a second per domain, and at most once every 30 seconds for
+//! the same unknown key id), so a freshly rotated key is picked up by the first request
+//! signed with it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -35,6 +46,7 @@ use url::Url;
 use crate::config::FederationConfig;
 use crate::error::{DiscoveryError, OutboundError};
 use crate::guard::{GuardedClient, decode_json, ensure_success};
+use crate::trust::Trust;
 
 /// Path of the well-known document, relative to a node's base URL or a domain's root.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/pd";
@@ -45,8 +57,12 @@ const MAX_CACHED_DOMAINS: u64 = 100_000;
 /// Longest a failed key fetch is cached.
 const MAX_KEY_FAILURE_TTL: Duration = Duration::from_secs(60);
 
-/// A cached key set is fetched again for an unknown key id only when it is older than this.
-const MIN_KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// A key set is fetched again for an unknown key id only when it is older than this.
+const MIN_KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A key set fetched again for one unknown key id, which it still did not hold, is fetched
+/// again for that same key id only when it is older than this.
+const SAME_KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Longest accepted delegated base URL.
 const MAX_BASE_URL_LEN: usize = 2048;
@@ -89,6 +105,11 @@ struct CachedRoute {
 #[derive(Debug, Clone)]
 struct CachedKeys {
     result: Result<Arc<Vec<ServerKey>>, DiscoveryError>,
+    /// The host the keys were fetched from when the domain delegates elsewhere: checked
+    /// against the policy again whenever the keys are used.
+    delegated_to: Option<Host>,
+    /// The unknown key id this fetch was made for, if any.
+    fetched_for: Option<String>,
     fetched_at: Instant,
     ttl: Duration,
 }
@@ -126,10 +147,12 @@ impl Expiry<Host, CachedKeys> for ByTtl {
     }
 }
 
-/// Finds other domains' nodes and their server keys, through the guarded client.
+/// Finds other domains' nodes and their server keys, through the guarded client, within
+/// the trust policy.
 #[derive(Debug)]
 pub struct Discovery {
     client: Arc<GuardedClient>,
+    trust: Trust,
     peers: HashMap<Host, Url>,
     routes: Cache<Host, CachedRoute>,
     keys: Cache<Host, CachedKeys>,
@@ -145,10 +168,12 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Builds discovery over `client` with the static peers and lifetimes of `config`.
-    pub fn new(client: Arc<GuardedClient>, config: &FederationConfig) -> Self {
+    /// Builds discovery over `client` with the static peers and lifetimes of `config`,
+    /// contacting only what `trust` allows at the moment of use.
+    pub fn new(client: Arc<GuardedClient>, config: &FederationConfig, trust: Trust) -> Self {
         Self {
             client,
+            trust,
             peers: config
                 .peers
                 .iter()
@@ -178,8 +203,40 @@ impl Discovery {
         &self.client
     }
 
-    /// Finds the node serving `domain`.
+    /// The trust policy discovery works within.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// Finds the node serving `domain`: [`DiscoveryError::Refused`] when the policy
+    /// refuses the domain (nothing is sent) or the host it delegates to (nothing is sent to
+    /// that host).
     pub async fn locate(&self, domain: &Host) -> Result<Route, DiscoveryError> {
+        self.check(domain, domain)?;
+        let route = self.route(domain).await?;
+        if route.via == Via::Delegated {
+            self.check(domain, &route_host(domain, &route)?)?;
+        }
+        Ok(route)
+    }
+
+    /// Refuses `host` (the domain itself, or the host it delegates to) when the policy in
+    /// force refuses it.
+    fn check(&self, domain: &Host, host: &Host) -> Result<(), DiscoveryError> {
+        if self.trust.allows(host) {
+            return Ok(());
+        }
+        if host != domain {
+            tracing::info!(remote.host = %domain, delegation.target = %host, "delegation target refused by policy");
+        }
+        Err(DiscoveryError::Refused {
+            domain: domain.to_string(),
+            host: host.to_string(),
+        })
+    }
+
+    /// The route to `domain` (static, cached or discovered now), not yet checked.
+    async fn route(&self, domain: &Host) -> Result<Route, DiscoveryError> {
         if let Some(url) = self.peers.get(domain) {
             return Ok(Route {
                 base_url: url.clone(),
@@ -220,10 +277,7 @@ impl Discovery {
     /// The server keys `domain`'s node publishes and that are still valid, from cache
     /// when possible.
     pub async fn fetch_server_keys(&self, domain: &Host) -> Result<Vec<ServerKey>, DiscoveryError> {
-        let entry = self
-            .keys
-            .get_with_by_ref(domain, self.load_keys(domain))
-            .await;
+        let entry = self.cached_keys(domain).await?;
         let now = now_secs();
         entry.result.map(|keys| {
             keys.iter()
@@ -234,8 +288,9 @@ impl Discovery {
     }
 
     /// The public key `domain` publishes under `key_id`, valid at `at` (Unix seconds).
-    /// An unknown key id triggers one refetch of the key set (at most every 30 seconds),
-    /// to pick up a freshly rotated key.
+    /// An unknown key id makes discovery fetch the key set again at once, to pick up a
+    /// freshly rotated key: unless the set is less than a second old, or was already
+    /// fetched again for this same key id less than 30 seconds ago.
     pub async fn server_key(
         &self,
         domain: &Host,
@@ -247,25 +302,45 @@ impl Discovery {
                 .find(|k| k.key_id == key_id && k.valid_until >= at && k.valid_until > now_secs())
                 .map(|k| k.public_key)
         };
-        let entry = self
-            .keys
-            .get_with_by_ref(domain, self.load_keys(domain))
-            .await;
+        let entry = self.cached_keys(domain).await?;
         if let Ok(keys) = &entry.result {
             if let Some(key) = find(keys) {
                 return Ok(Some(key));
             }
-            if entry.fetched_at.elapsed() < MIN_KEY_REFETCH_INTERVAL {
+            let age = entry.fetched_at.elapsed();
+            let same_id = entry.fetched_for.as_deref() == Some(key_id);
+            if age < MIN_KEY_REFETCH_INTERVAL || (same_id && age < SAME_KEY_REFETCH_INTERVAL) {
                 return Ok(None);
             }
+            tracing::debug!(remote.host = %domain, key_id, "unknown server key id; fetching the keys again");
             self.keys.invalidate(domain).await;
             let fresh = self
                 .keys
-                .get_with_by_ref(domain, self.load_keys(domain))
+                .get_with_by_ref(domain, self.load_keys(domain, Some(key_id)))
                 .await;
+            self.check_keys(domain, &fresh)?;
             return fresh.result.map(|keys| find(&keys));
         }
         entry.result.map(|_| None)
+    }
+
+    /// The cached (or freshly fetched) key set of `domain`, after checking the policy about
+    /// the domain and the host that served the keys.
+    async fn cached_keys(&self, domain: &Host) -> Result<CachedKeys, DiscoveryError> {
+        self.check(domain, domain)?;
+        let entry = self
+            .keys
+            .get_with_by_ref(domain, self.load_keys(domain, None))
+            .await;
+        self.check_keys(domain, &entry)?;
+        Ok(entry)
+    }
+
+    fn check_keys(&self, domain: &Host, entry: &CachedKeys) -> Result<(), DiscoveryError> {
+        match &entry.delegated_to {
+            Some(target) => self.check(domain, target),
+            None => Ok(()),
+        }
     }
 
     fn due_for_refresh(&self, entry: &CachedRoute) -> bool {
@@ -368,10 +443,15 @@ impl Discovery {
         }
     }
 
-    async fn load_keys(&self, domain: &Host) -> CachedKeys {
-        let result = self.load_keys_uncached(domain).await;
+    async fn load_keys(&self, domain: &Host, fetched_for: Option<&str>) -> CachedKeys {
+        let (result, delegated_to) = match self.load_keys_uncached(domain).await {
+            Ok((keys, delegated_to)) => (Ok(keys), delegated_to),
+            Err(e) => (Err(e), None),
+        };
         let now = now_secs();
         let ttl = match &result {
+            // A refusal by policy is decided again at every use, so it is not kept.
+            Err(DiscoveryError::Refused { .. }) => Duration::ZERO,
             Ok(keys) => {
                 let last_valid = keys.iter().map(|k| k.valid_until).max().unwrap_or(now);
                 self.key_ttl
@@ -385,16 +465,23 @@ impl Discovery {
         };
         CachedKeys {
             result,
+            delegated_to,
+            fetched_for: fetched_for.map(str::to_owned),
             fetched_at: Instant::now(),
             ttl,
         }
     }
 
+    /// The keys `domain` publishes, and the host they came from when it delegates.
     async fn load_keys_uncached(
         &self,
         domain: &Host,
-    ) -> Result<Arc<Vec<ServerKey>>, DiscoveryError> {
+    ) -> Result<(Arc<Vec<ServerKey>>, Option<Host>), DiscoveryError> {
         let route = self.locate(domain).await?;
+        let delegated_to = match route.via {
+            Via::Delegated => Some(route_host(domain, &route)?),
+            Via::Static | Via::Direct => None,
+        };
         let url = route
             .endpoint(WELL_KNOWN_PATH)
             .map_err(|e| DiscoveryError::Invalid {
@@ -428,8 +515,20 @@ impl Discovery {
                 reason: "no valid server key is published".into(),
             });
         }
-        Ok(Arc::new(keys))
+        Ok((Arc::new(keys), delegated_to))
     }
+}
+
+/// The host a route leads to, as the trust policy sees it (without the port).
+fn route_host(domain: &Host, route: &Route) -> Result<Host, DiscoveryError> {
+    route
+        .base_url
+        .host_str()
+        .and_then(|h| Host::parse(h).ok())
+        .ok_or_else(|| DiscoveryError::Invalid {
+            domain: domain.to_string(),
+            reason: format!("the route {} names no valid host", route.base_url),
+        })
 }
 
 /// Checks a delegated base URL: `https`, a DNS host that is a valid PD host, no user info,
@@ -492,11 +591,12 @@ impl Discovery {
     pub(crate) fn with_direct_base(
         client: Arc<GuardedClient>,
         config: &FederationConfig,
+        trust: Trust,
         base: Url,
     ) -> Self {
         Self {
             direct_override: Some(base),
-            ..Self::new(client, config)
+            ..Self::new(client, config, trust)
         }
     }
 }

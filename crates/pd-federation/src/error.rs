@@ -106,6 +106,23 @@ pub enum DiscoveryError {
         /// What was wrong.
         reason: String,
     },
+    /// The trust policy refuses the domain, or the host it delegates to; nothing was sent
+    /// to the refused host.
+    #[error("{}", refused_text(domain, host))]
+    Refused {
+        /// The domain asked about.
+        domain: String,
+        /// The refused host: the domain itself or its delegation target.
+        host: String,
+    },
+}
+
+fn refused_text(domain: &str, host: &str) -> String {
+    if domain == host {
+        format!("this node does not federate with {domain}")
+    } else {
+        format!("the node of {domain} is at {host}, which this node does not federate with")
+    }
 }
 
 impl DiscoveryError {
@@ -115,6 +132,7 @@ impl DiscoveryError {
             Self::NoNode { .. } => ProblemType::NoPdNode,
             Self::Unreachable { .. } => ProblemType::RemoteUnreachable,
             Self::Invalid { .. } => ProblemType::BadRemoteAnswer,
+            Self::Refused { .. } => ProblemType::RefusedByPolicy,
         }
     }
 }
@@ -149,6 +167,15 @@ pub enum NodeAuthError {
     /// The origin is refused by this node's policy (checked before any key fetch).
     #[error("requests from {0} are refused by this node's policy")]
     Refused(String),
+    /// The origin's node is at a host this node's policy refuses (its `/.well-known/pd`
+    /// delegates there); its keys were not fetched from it.
+    #[error("the node of {origin} is at {target}, which this node does not federate with")]
+    DelegationRefused {
+        /// The claimed origin.
+        origin: String,
+        /// The refused delegation target.
+        target: String,
+    },
     /// The origin's server keys could not be fetched.
     #[error("could not fetch the server keys of {origin}: {reason}")]
     KeyFetch {
@@ -173,7 +200,7 @@ impl NodeAuthError {
             | Self::Stale
             | Self::UnknownKey { .. }
             | Self::BadSignature => ProblemType::InvalidNodeSignature,
-            Self::Refused(_) => ProblemType::RefusedByPolicy,
+            Self::Refused(_) | Self::DelegationRefused { .. } => ProblemType::RefusedByPolicy,
             Self::KeyFetch { timeout: true, .. } => ProblemType::RemoteUnreachable,
             Self::KeyFetch { timeout: false, .. } => ProblemType::BadRemoteAnswer,
         }

@@ -6,10 +6,12 @@
 //!   scheme and address rules.
 //! - [`discovery::Discovery`] finds the node serving a domain (static peer, then
 //!   `/.well-known/pd` delegation, then the domain itself) and fetches other nodes'
-//!   server keys, caching both.
+//!   server keys, caching both, within the trust policy: it refuses a domain or delegation
+//!   target the policy refuses before contacting it, on every path.
 //! - [`node_auth`] signs outbound node requests and verifies inbound ones
 //!   (`Authorization: PD-Node ...`, modelled on Matrix's `X-Matrix`).
-//! - [`upstream::Upstream`] performs one verified, signed lookup at a remote node.
+//! - [`upstream::Upstream`] performs one verified, signed lookup at a remote node, within
+//!   the per-destination cap on uncached lookups ([`destination_limit`]).
 //! - The lookup cache, per-peer backoff and the resolver engine that ties them together
 //!   live in their own modules.
 //!
@@ -22,6 +24,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod config;
+pub mod destination_limit;
 pub mod discovery;
 pub mod error;
 pub mod guard;

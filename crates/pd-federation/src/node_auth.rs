@@ -4,14 +4,17 @@
 //! An inbound request is authenticated in this order, cheapest and least trusting first:
 //! parse the header, check that the destination is this node, check the timestamp against
 //! `max_request_age`, ask the origin policy (so a refused origin never causes a key fetch),
-//! then fetch the origin's server keys through discovery (cached) and verify the signature
-//! with `verify_strict`. The result is the authenticated origin domain, which is what trust
+//! then fetch the origin's server keys through discovery (cached; discovery refuses an origin
+//! whose node is at a host the trust policy refuses) and verify the signature with
+//! `verify_strict`. The result is the authenticated origin domain, which is what trust
 //! decisions act on; `Host` and forwarding headers play no part, so reverse proxies in front
 //! of either node do not matter as long as they pass the path and query through unchanged.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use pd_proto::node_auth::{NodeAuthorization, SCHEME, request_signing_bytes, server_key_id};
 use pd_proto::{Host, SecretKey};
@@ -67,16 +70,22 @@ pub fn sign_request_at(
         .unwrap_or_else(|_| HeaderValue::from_static("PD-Node"))
 }
 
-/// This node's identity for signing outbound node requests.
+/// This node's identity for signing outbound node requests. Clones share the key, which
+/// [`NodeSigner::shared`] lets the node replace while it runs (after a rotation).
 #[derive(Clone)]
 pub struct NodeSigner {
-    key: SecretKey,
+    key: Arc<ArcSwap<SecretKey>>,
     origin: Host,
 }
 
 impl NodeSigner {
     /// Signs as `origin` (this node's domain) with its server key.
     pub fn new(key: SecretKey, origin: Host) -> Self {
+        Self::shared(Arc::new(ArcSwap::from_pointee(key)), origin)
+    }
+
+    /// Signs as `origin` with whatever key `key` holds at the moment of signing.
+    pub fn shared(key: Arc<ArcSwap<SecretKey>>, origin: Host) -> Self {
         Self { key, origin }
     }
 
@@ -85,9 +94,9 @@ impl NodeSigner {
         &self.origin
     }
 
-    /// The id under which the key is published.
+    /// The id under which the key signing now is published.
     pub fn key_id(&self) -> String {
-        server_key_id(&self.key.public())
+        server_key_id(&self.key.load().public())
     }
 
     /// The `Authorization` header for a request to `destination`, dated now.
@@ -99,7 +108,7 @@ impl NodeSigner {
         body: &[u8],
     ) -> HeaderValue {
         sign_request(
-            &self.key,
+            &self.key.load(),
             &self.origin,
             destination,
             method,
@@ -222,10 +231,19 @@ impl InboundVerifier {
             .discovery
             .server_key(&auth.origin, &auth.key_id, auth.timestamp)
             .await
-            .map_err(|e| NodeAuthError::KeyFetch {
-                origin: auth.origin.to_string(),
-                timeout: matches!(e, DiscoveryError::Unreachable { .. }),
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                DiscoveryError::Refused { domain, host } if domain == host => {
+                    NodeAuthError::Refused(domain)
+                }
+                DiscoveryError::Refused { domain, host } => NodeAuthError::DelegationRefused {
+                    origin: domain,
+                    target: host,
+                },
+                e => NodeAuthError::KeyFetch {
+                    origin: auth.origin.to_string(),
+                    timeout: matches!(e, DiscoveryError::Unreachable { .. }),
+                    reason: e.to_string(),
+                },
             })?
             .ok_or_else(|| NodeAuthError::UnknownKey {
                 origin: auth.origin.to_string(),

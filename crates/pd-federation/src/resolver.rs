@@ -62,6 +62,15 @@ pub enum UpstreamError {
     /// sent to it.
     #[error("the domain's node is at {0}, which this node does not federate with")]
     DelegationRefused(String),
+    /// This node already sent as many uncached lookups to the domain as it allows; nothing
+    /// was sent.
+    #[error("at most {per_second} uncached lookups a second go to one domain")]
+    RateLimited {
+        /// The per-destination limit.
+        per_second: u32,
+        /// Time until the next lookup of the domain may be sent.
+        retry_in: Duration,
+    },
 }
 
 /// Why a lookup failed, as the HTTP layer sees it.
@@ -96,6 +105,15 @@ pub enum ResolveError {
     /// A cache-only lookup found no fresh cached answer.
     #[error("no cached answer for this address")]
     NotCached,
+    /// The answer is not cached and this node already sent as many uncached lookups to the
+    /// domain as it allows; no stale answer was available.
+    #[error("at most {per_second} uncached lookups a second go to one domain; next in {}s", retry_in.as_secs())]
+    RateLimited {
+        /// The per-destination limit.
+        per_second: u32,
+        /// Time until the next lookup of the domain may be sent.
+        retry_in: Duration,
+    },
 }
 
 impl From<UpstreamError> for ResolveError {
@@ -107,6 +125,13 @@ impl From<UpstreamError> for ResolveError {
             UpstreamError::BadAnswer(why) => Self::BadAnswer(why),
             UpstreamError::RemoteRefused => Self::RemoteRefused,
             UpstreamError::DelegationRefused(host) => Self::DelegationRefused(host),
+            UpstreamError::RateLimited {
+                per_second,
+                retry_in,
+            } => Self::RateLimited {
+                per_second,
+                retry_in,
+            },
         }
     }
 }
@@ -151,8 +176,8 @@ type FetchOutcome = Result<Arc<CacheEntry>, UpstreamError>;
 ///
 /// Decisions:
 /// - Stale answers (expired by at most `stale_window`) are served in normal mode when the
-///   peer is unreachable, answered garbage ([`UpstreamError::BadAnswer`]), or is in
-///   backoff. The stale answer was verified when it was fetched, so a bad answer now is no
+///   peer is unreachable, answered garbage ([`UpstreamError::BadAnswer`]), is in backoff,
+///   or is over the per-destination rate of uncached lookups. The stale answer was verified when it was fetched, so a bad answer now is no
 ///   reason to distrust it. "Unknown user", "refused" and "no node" are authoritative and
 ///   are never masked. Negative answers are never served stale.
 /// - Only [`UpstreamError::Unreachable`] and [`UpstreamError::BadAnswer`] count as peer
@@ -373,7 +398,9 @@ impl<U: UpstreamLookup> Resolver<U> {
                             "remote node failed; backing off"
                         );
                     }
-                    UpstreamError::NoNode | UpstreamError::DelegationRefused(_) => {}
+                    UpstreamError::NoNode
+                    | UpstreamError::DelegationRefused(_)
+                    | UpstreamError::RateLimited { .. } => {}
                 }
                 Err(err)
             }
@@ -398,9 +425,11 @@ impl<U: UpstreamLookup> Resolver<U> {
                     .map(Resolved::new)
                     .ok_or(ResolveError::UnknownUser)
             }
-            Err(err @ (UpstreamError::Unreachable(_) | UpstreamError::BadAnswer(_))) => {
-                self.stale_or(addr, mode, err.into()).await
-            }
+            Err(
+                err @ (UpstreamError::Unreachable(_)
+                | UpstreamError::BadAnswer(_)
+                | UpstreamError::RateLimited { .. }),
+            ) => self.stale_or(addr, mode, err.into()).await,
             Err(err) => Err(err.into()),
         }
     }
@@ -515,6 +544,8 @@ pub enum ErrorKind {
     refused,
     /// [`UpstreamError::DelegationRefused`].
     delegation_refused,
+    /// [`UpstreamError::RateLimited`].
+    rate_limited,
 }
 
 impl ErrorKind {
@@ -526,6 +557,7 @@ impl ErrorKind {
             UpstreamError::BadAnswer(_) => Self::bad_answer,
             UpstreamError::RemoteRefused => Self::refused,
             UpstreamError::DelegationRefused(_) => Self::delegation_refused,
+            UpstreamError::RateLimited { .. } => Self::rate_limited,
         }
     }
 }

@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use pd_proto::rotation::verify_rotation_chain;
 use pd_proto::wire::{LookupResponse, Source};
-use pd_proto::{Address, Host, Problem, ProblemType, RecordError};
+use pd_proto::{Address, Problem, ProblemType, RecordError};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
+use crate::destination_limit::DestinationLimit;
 use crate::discovery::Discovery;
-use crate::discovery::Via;
 use crate::error::{DiscoveryError, OutboundError};
 use crate::guard::decode_json;
-use crate::node_auth::{NodeSigner, OriginPolicy};
+use crate::node_auth::NodeSigner;
 use crate::resolver::{UpstreamError, UpstreamLookup};
 
 /// API path of the federation lookup endpoint, before the encoded address.
@@ -29,7 +29,7 @@ pub const FEDERATION_LOOKUP_PATH: &str = "/v1/federation/lookup/";
 pub struct Upstream {
     discovery: Arc<Discovery>,
     signer: NodeSigner,
-    delegation_policy: Arc<dyn OriginPolicy>,
+    limit: Option<Arc<DestinationLimit>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -42,20 +42,20 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Uses `discovery` (and its guarded client) to reach nodes, signing as `signer`.
-    /// Every delegation target is allowed until [`Self::with_delegation_policy`].
+    /// Discovery refuses a domain, or a host it delegates to, that the trust policy refuses
+    /// ([`UpstreamError::DelegationRefused`]) before anything is sent there.
     pub fn new(discovery: Arc<Discovery>, signer: NodeSigner) -> Self {
         Self {
             discovery,
             signer,
-            delegation_policy: Arc::new(|_: &Host| true),
+            limit: None,
         }
     }
 
-    /// Checks the host a domain delegates to (through `/.well-known/pd`) with `policy`
-    /// before anything is sent to it; a refused target gives
-    /// [`UpstreamError::DelegationRefused`].
-    pub fn with_delegation_policy(mut self, policy: Arc<dyn OriginPolicy>) -> Self {
-        self.delegation_policy = policy;
+    /// Sends at most as many lookups to one remote domain as `limit` allows; beyond it a
+    /// lookup fails with [`UpstreamError::RateLimited`] before anything is sent.
+    pub fn with_destination_limit(mut self, limit: DestinationLimit) -> Self {
+        self.limit = Some(Arc::new(limit));
         self
     }
 
@@ -70,22 +70,21 @@ impl Upstream {
     /// Looks `addr` up at its home node and verifies the answer.
     pub async fn fetch_lookup(&self, addr: &Address) -> Result<LookupResponse, UpstreamError> {
         let domain = addr.host();
+        if let Some(limit) = &self.limit
+            && let Err(retry_in) = limit.check(domain)
+        {
+            tracing::info!(remote.host = %domain, retry_in = ?retry_in, "uncached lookups of this domain are over their rate limit");
+            return Err(UpstreamError::RateLimited {
+                per_second: limit.per_second(),
+                retry_in,
+            });
+        }
         let route = self.discovery.locate(domain).await.map_err(|e| match e {
             DiscoveryError::NoNode { .. } => UpstreamError::NoNode,
             DiscoveryError::Unreachable { .. } => UpstreamError::Unreachable(e.to_string()),
             DiscoveryError::Invalid { .. } => UpstreamError::BadAnswer(e.to_string()),
+            DiscoveryError::Refused { host, .. } => UpstreamError::DelegationRefused(host),
         })?;
-        if route.via == Via::Delegated
-            && let Some(target) = route.base_url.host_str()
-        {
-            let allowed = Host::parse(target)
-                .map(|h| self.delegation_policy.allows(&h))
-                .unwrap_or(false);
-            if !allowed {
-                tracing::info!(remote.host = %domain, delegation.target = target, "delegation target refused by policy");
-                return Err(UpstreamError::DelegationRefused(target.to_owned()));
-            }
-        }
         let path = Self::lookup_path(addr);
         let url = route
             .endpoint(&path)

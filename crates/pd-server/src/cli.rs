@@ -1,11 +1,11 @@
 //! The command line of the `pd-server` binary: `run` (the default), `check-config`,
 //! `doctor`, `healthcheck`, `backup`, `invite create`, `trust explain|export|import`,
-//! `server-key rotate|show` and `migrate`. The global settings can also come from the
+//! `server-key rotate|show`, `migrate` and `init`. The global settings can also come from the
 //! environment (`PD_CONFIG`, `PD_DOMAIN`, `PD_LISTEN`, `PD_DATA_DIR`, `PD_STORE`,
 //! `PD_TLS_CERT`, `PD_TLS_KEY`), as in a container; a flag wins over its variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::time::SystemTime;
 
@@ -13,10 +13,12 @@ use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use pd_federation::config::StaticPeer;
 use pd_federation::trust::{EntryKind, Trust, TrustConfig, TrustPolicy, lists, restore_archived};
-use pd_proto::Host;
+use pd_proto::node_auth::server_key_id;
+use pd_proto::{Host, SecretKey};
 
 use crate::config::{Config, LogFormat, Overrides};
-use crate::server_keys::{self, ServerKeys};
+use crate::server_keys::{self, KeyRing, ServerKeys};
+use crate::store::sqlite::{self, FileState};
 use crate::store::{Store, StoreSpec};
 use crate::{Server, backup, doctor, healthcheck, registry};
 
@@ -106,24 +108,38 @@ enum Command {
     ServerKey(ServerKeyCommand),
     /// Copy every account, presence record, rotation proof, session, invite and kept trust
     /// list from one store into another, empty one, in one transaction (stop the node
-    /// first). Moving into PostgreSQL also stores the data directory's server key there,
-    /// so the domain keeps its key.
+    /// first), and the domain's server key with them, so the domain keeps its identity
+    /// towards other nodes. The key comes from the source database (PostgreSQL) or from
+    /// the directory of the source file and the data directory (SQLite); it goes into the
+    /// target database (PostgreSQL) or the directory of the target file (SQLite). Refuses
+    /// when the key cannot be carried over, unless --new-server-key is given.
     Migrate {
-        /// The store to copy from: an SQLite file (`sqlite:PATH` or a path) or a
-        /// postgres:// URL.
-        #[arg(long, value_name = "URL|PATH")]
+        /// The store to copy from: an SQLite database file (`sqlite:PATH` or a path, e.g.
+        /// /var/lib/pd/pd.sqlite3) or a postgres:// URL.
+        #[arg(long, value_name = "URL|FILE")]
         from: StoreSpec,
         /// The store to copy into (created and migrated if needed; must hold no accounts).
-        #[arg(long, value_name = "URL|PATH")]
+        #[arg(long, value_name = "URL|FILE")]
         to: StoreSpec,
+        /// Accept that the domain gets a new server key when its key is not found or the
+        /// target already holds another one (other nodes then fetch the new key).
+        #[arg(long)]
+        new_server_key: bool,
     },
+    /// Set up the data directory and the store on purpose: the database schema and the
+    /// server key. Needed to start over with an empty database where the node's data
+    /// directory still holds its server key (a node refuses to start there, so that a lost
+    /// database is never silently replaced by an empty one); a first start in an empty
+    /// data directory does this by itself.
+    Init,
 }
 
 #[derive(Debug, Subcommand)]
 enum ServerKeyCommand {
     /// Generate a new server key and print its id. The old key is kept as retired and
     /// still published (for verification only) until the retirement time plus the
-    /// federation's max_request_age. A running node picks up the new key when restarted.
+    /// federation's max_request_age. Running nodes (every replica) publish the new key
+    /// within server_key_reload and sign with it two intervals and a second later.
     Rotate,
     /// Print the current server key's id and fingerprint, then each retired key still
     /// published with the time until which it is.
@@ -213,7 +229,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
                 .context("invalid trust policy")?;
-            crate::federation::outbound(&config)?;
+            pd_federation::guard::GuardedClient::new(&config.federation)
+                .context("failed to build the outbound HTTP client")?;
             for warning in policy.warnings() {
                 eprintln!("warning: {warning}");
             }
@@ -250,7 +267,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Trust(command) => trust(&config, command).await,
         Command::ServerKey(command) => server_key(&config, command).await,
-        Command::Migrate { from, to } => migrate(&config, &from, &to).await,
+        Command::Migrate {
+            from,
+            to,
+            new_server_key,
+        } => migrate(&config, &from, &to, new_server_key).await,
+        Command::Init => init(&config).await,
         Command::Invite(InviteCommand::Create { expires }) => {
             let spec = config.store_spec();
             let store = Store::connect(&spec)
@@ -420,14 +442,18 @@ async fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Resul
                 })?,
             };
             println!("{}", rotated.new_key_id);
+            let reload = config.server_key_reload;
             match &rotated.retired {
                 Some(old) => eprintln!(
-                    "retired {} (published until {}); restart the node to sign with the new key",
+                    "retired {} (published until {}); running nodes publish the new key within \
+                     {} and sign with it {} after the rotation",
                     old.key_id(),
                     format_secs(
                         old.retired_at
                             .saturating_add(config.federation.max_request_age.as_secs())
                     ),
+                    humantime::format_duration(reload),
+                    humantime::format_duration(KeyRing::switch_delay_for(reload)),
                 ),
                 None => eprintln!("there was no server key yet; created one"),
             }
@@ -452,10 +478,78 @@ async fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Resul
     Ok(())
 }
 
-/// Runs `migrate`: copies everything from `from` into the empty store `to`.
-async fn migrate(config: &Config, from: &StoreSpec, to: &StoreSpec) -> anyhow::Result<()> {
+/// Runs `init`: creates the data directory, the store's schema and the server key where
+/// they are missing, and says what it did.
+async fn init(config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
+    let spec = config.store_spec();
+    let before = match &spec {
+        StoreSpec::Sqlite(path) => {
+            let path = path.clone();
+            Some(
+                tokio::task::spawn_blocking(move || sqlite::file_state(&path))
+                    .await
+                    .context("the database check failed")??,
+            )
+        }
+        StoreSpec::Postgres(_) => None,
+    };
+    let store = Store::connect(&spec)
+        .await
+        .with_context(|| format!("failed to open the store {spec}"))?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let had_key = server_keys::read_current(&config.data_dir)?.is_some();
+    let keys = if store.is_shared() {
+        server_keys::load_shared(
+            &store,
+            &config.data_dir,
+            config.federation.max_request_age,
+            now,
+        )
+        .await?
+    } else {
+        ServerKeys::load(&config.data_dir, config.federation.max_request_age, now)?
+    };
+    store.close().await?;
+    let database = match before {
+        Some(FileState::Initialised) => format!("{spec} was already set up; left as it is"),
+        Some(FileState::Empty) => format!("set up the empty database {spec}"),
+        Some(FileState::Missing) => format!("created the database {spec}"),
+        None => format!("set up the schema of {spec} (existing data left as it is)"),
+    };
+    let key = if had_key && !spec.is_shared() {
+        "kept the server key"
+    } else {
+        "the server key is"
+    };
+    eprintln!("{database}; {key} {}", keys.current_id());
+    Ok(())
+}
+
+/// Runs `migrate`: copies everything from `from` into the empty store `to`, and the
+/// domain's server key with it.
+async fn migrate(
+    config: &Config,
+    from: &StoreSpec,
+    to: &StoreSpec,
+    new_server_key: bool,
+) -> anyhow::Result<()> {
     if from == to {
         return Err(anyhow!("--from and --to name the same store"));
+    }
+    for (flag, spec) in [("--from", from), ("--to", to)] {
+        if let StoreSpec::Sqlite(path) = spec
+            && path.is_dir()
+        {
+            return Err(anyhow!(
+                "{flag} {} is a directory; name the database file, e.g. {}",
+                path.display(),
+                path.join("pd.sqlite3").display()
+            ));
+        }
     }
     if let StoreSpec::Sqlite(path) = from
         && !path.exists()
@@ -468,6 +562,33 @@ async fn migrate(config: &Config, from: &StoreSpec, to: &StoreSpec) -> anyhow::R
     let target = Store::connect(to)
         .await
         .with_context(|| format!("failed to open {to}"))?;
+    let outcome = migrate_between(config, from, &source, to, &target, new_server_key).await;
+    source.close().await?;
+    target.close().await?;
+    outcome
+}
+
+/// Where the domain's server key ends up after a migration.
+enum KeyPlan {
+    /// Store this key in the target (database row or `server.key` file).
+    Carry(Box<SecretKey>),
+    /// The target already holds this very key.
+    AlreadyThere,
+    /// No key is carried (`--new-server-key`): the target's own key, or a new one on the
+    /// first start, becomes the domain's key.
+    New,
+}
+
+async fn migrate_between(
+    config: &Config,
+    from: &StoreSpec,
+    source: &Store,
+    to: &StoreSpec,
+    target: &Store,
+    new_server_key: bool,
+) -> anyhow::Result<()> {
+    // Decided before anything is copied, so that a refusal leaves the target untouched.
+    let plan = key_plan(config, from, source, to, target, new_server_key).await?;
     let dump = source
         .export()
         .await
@@ -491,28 +612,139 @@ async fn migrate(config: &Config, from: &StoreSpec, to: &StoreSpec) -> anyhow::R
         "copied {accounts} accounts ({records} with a presence record), {sessions} sessions, \
          {invites} invites and {lists} kept trust lists from {from} to {to}"
     );
-    if target.is_shared() {
-        match server_keys::read_current(&config.data_dir)? {
-            Some(key) => {
-                let stored = target.shared_server_keys(key.to_text()).await?;
-                if stored.current.trim() == key.to_text().trim() {
+    match plan {
+        KeyPlan::Carry(key) => {
+            let id = server_key_id(&key.public());
+            match to {
+                StoreSpec::Postgres(_) => {
+                    let stored = target.shared_server_keys(key.to_text()).await?;
+                    if stored.current.trim() != key.to_text().trim() {
+                        return Err(anyhow!(
+                            "{to} took another server key meanwhile; the domain's key {id} was \
+                             not stored"
+                        ));
+                    }
+                    eprintln!("stored the server key {id} in {to}");
+                }
+                StoreSpec::Sqlite(path) => {
+                    let dir = sqlite_dir(path);
+                    server_keys::install_current(&dir, &key)?;
                     eprintln!(
-                        "stored the server key of {} in the database",
-                        config.data_dir.display()
+                        "wrote the server key {id} to {}",
+                        dir.join(server_keys::CURRENT_KEY_FILE).display()
                     );
-                } else {
-                    eprintln!("warning: the database already holds another server key; it stays");
                 }
             }
-            None => eprintln!(
-                "note: no server key in {}; the first replica to start creates one",
-                config.data_dir.display()
-            ),
         }
+        KeyPlan::AlreadyThere => eprintln!("{to} already holds the domain's server key"),
+        KeyPlan::New => eprintln!(
+            "note: no server key was carried over (--new-server-key): the domain's key \
+             changes, and other nodes fetch the new one"
+        ),
     }
-    source.close().await?;
-    target.close().await?;
     Ok(())
+}
+
+/// The directory an SQLite database file lives in (the node's data directory when the
+/// file is its `pd.sqlite3`).
+fn sqlite_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Finds the domain's server key for a migration from `from`, and checks that `to` can
+/// take it.
+async fn key_plan(
+    config: &Config,
+    from: &StoreSpec,
+    source: &Store,
+    to: &StoreSpec,
+    target: &Store,
+    new_server_key: bool,
+) -> anyhow::Result<KeyPlan> {
+    let (found, looked_in) = match from {
+        StoreSpec::Postgres(_) => {
+            let key = source
+                .read_server_keys()
+                .await
+                .with_context(|| format!("failed to read the server key in {from}"))?
+                .map(|k| {
+                    SecretKey::from_text(k.current.trim())
+                        .with_context(|| format!("the server key stored in {from} is malformed"))
+                })
+                .transpose()?;
+            (key, from.to_string())
+        }
+        StoreSpec::Sqlite(path) => {
+            let mut dirs = vec![sqlite_dir(path), config.data_dir.clone()];
+            dirs.dedup_by(|a, b| same_dir(a, b));
+            let mut keys: Vec<(PathBuf, SecretKey)> = Vec::new();
+            for dir in &dirs {
+                if let Some(key) = server_keys::read_current(dir)? {
+                    keys.push((dir.clone(), key));
+                }
+            }
+            if let [(a, ka), (b, kb)] = keys.as_slice()
+                && ka.public() != kb.public()
+            {
+                return Err(anyhow!(
+                    "{} and {} hold different server keys ({} and {}); name the node's data \
+                     directory with --data-dir",
+                    a.display(),
+                    b.display(),
+                    server_key_id(&ka.public()),
+                    server_key_id(&kb.public())
+                ));
+            }
+            let looked_in = dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ");
+            (keys.into_iter().next().map(|(_, k)| k), looked_in)
+        }
+    };
+    let existing = match to {
+        StoreSpec::Postgres(_) => target
+            .read_server_keys()
+            .await
+            .with_context(|| format!("failed to read the server key in {to}"))?
+            .map(|k| SecretKey::from_text(k.current.trim()))
+            .transpose()
+            .with_context(|| format!("the server key stored in {to} is malformed"))?,
+        StoreSpec::Sqlite(path) => server_keys::read_current(&sqlite_dir(path))?,
+    };
+    let Some(key) = found else {
+        if new_server_key {
+            return Ok(KeyPlan::New);
+        }
+        return Err(anyhow!(
+            "no server key found in {looked_in}: moving without it would change the domain's \
+             identity towards other nodes. Name the node's data directory with --data-dir (or \
+             --config), or pass --new-server-key to accept a new key"
+        ));
+    };
+    match existing {
+        None => Ok(KeyPlan::Carry(Box::new(key))),
+        Some(other) if other.public() == key.public() => Ok(KeyPlan::AlreadyThere),
+        Some(_) if new_server_key => Ok(KeyPlan::New),
+        Some(other) => Err(anyhow!(
+            "{to} already holds another server key ({}) than the domain's ({}); remove it \
+             first, or pass --new-server-key to keep it as the domain's new key",
+            server_key_id(&other.public()),
+            server_key_id(&key.public())
+        )),
+    }
+}
+
+/// Whether two paths name the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Unix seconds as an RFC 3339 UTC time.

@@ -106,7 +106,9 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Request limits.
+/// Request and connection limits. The defaults hold a node with 256 open files against
+/// 300 idle and 40 slowly dripping connections from one address while other clients are
+/// served (issue 12).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -115,6 +117,45 @@ pub struct Limits {
     /// Longest time a request may take before it is answered with 503 timeout. Default: "10s".
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Longest a connection may take for each step of bringing a request in: the TLS
+    /// handshake, its first byte, and each complete request head (request line and header
+    /// fields), counted from the moment the node waits for it, which on a kept-alive
+    /// HTTP/1.1 connection is the end of the previous answer (so it also closes HTTP/1.1
+    /// connections left idle between requests). Default: "10s".
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest a connection may stay open with no byte read or written, whatever the
+    /// protocol (HTTP/2 too, and clients that stop reading answers); must be longer than
+    /// `request_timeout`. Default: "60s".
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; a connection beyond it is closed at once, after
+    /// answering its request 503 `unavailable` when it sends one right away over plain
+    /// HTTP. Lowered at start to leave a quarter of the
+    /// process's open-file limit (at least 64 files) for the store, federation and logs.
+    /// Default: 4096.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: one /64 network);
+    /// one beyond it is closed at once, after answering its request 429 `rate-limited`
+    /// when it sends one right away over plain HTTP.
+    /// Connections from `trusted_proxies` count only towards `max_connections`.
+    /// Default: 64.
+    pub max_connections_per_ip: usize,
+    /// Longest request target (path and query) in bytes; a longer one is answered 414
+    /// `uri-too-long`. Default: 8192.
+    pub max_uri_bytes: usize,
+    /// Most header fields in a request; more are answered 431 `headers-too-large`.
+    /// Default: 64.
+    pub max_headers: usize,
+    /// Largest total size of a request's header fields (names and values) in bytes; a
+    /// larger one is answered 431 `headers-too-large`. Default: 16384.
+    pub max_header_bytes: usize,
+    /// Longest a store operation may take, waiting for a connection included (PostgreSQL),
+    /// before the request is answered 503 `unavailable` with `Retry-After`; `/healthz`
+    /// waits at most this long for the store too. Must be below `request_timeout`.
+    /// Default: "3s".
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -122,11 +163,20 @@ impl Default for Limits {
         Self {
             max_body_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            max_uri_bytes: 8 * 1024,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+            store_timeout: Duration::from_secs(3),
         }
     }
 }
 
-/// Per-client-IP rate limit of the write endpoints.
+/// Per-client-IP rate limits (IPv6 clients by their /64 network). Refusals are 429
+/// `rate-limited` with `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimit {
@@ -134,6 +184,11 @@ pub struct RateLimit {
     pub writes_per_second: u32,
     /// Writes a client may make in a burst. Default: 20.
     pub burst: u32,
+    /// Sustained lookups (`GET /v1/lookup/…` and WebFinger queries together) per second
+    /// per client IP. Default: 20.
+    pub lookups_per_second: u32,
+    /// Lookups a client may make in a burst. Default: 100.
+    pub lookup_burst: u32,
 }
 
 impl Default for RateLimit {
@@ -141,6 +196,8 @@ impl Default for RateLimit {
         Self {
             writes_per_second: 5,
             burst: 20,
+            lookups_per_second: 20,
+            lookup_burst: 100,
         }
     }
 }
@@ -245,6 +302,13 @@ pub struct Config {
     /// Lifetime of a lookup session token. Default: "1h".
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// How often a running node reads its server keys again (from the data directory, or
+    /// from the shared database), so that `pd-server server-key rotate` reaches every
+    /// running replica without a restart. A node that finds a new key publishes it at once
+    /// and signs with it two intervals later, when every replica publishes it too.
+    /// Default: "10s".
+    #[serde(with = "humantime_serde")]
+    pub server_key_reload: Duration,
     /// The in-memory account cache.
     pub cache: CacheConfig,
     /// Log format: "text" or "json". Default: "text".
@@ -287,6 +351,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limit: RateLimit::default(),
             session_ttl: Duration::from_secs(3600),
+            server_key_reload: Duration::from_secs(10),
             cache: CacheConfig::default(),
             log_format: LogFormat::default(),
             federation: FederationConfig::default(),
@@ -410,14 +475,63 @@ impl Config {
         if self.limits.max_body_bytes > 16 * 1024 * 1024 {
             return bad("limits.max_body_bytes must be at most 16 MiB");
         }
-        if self.limits.request_timeout.is_zero() {
+        let limits = &self.limits;
+        if limits.request_timeout.is_zero() {
             return bad("limits.request_timeout must be above zero");
         }
-        if self.rate_limit.writes_per_second == 0 {
+        if limits.header_read_timeout.is_zero() {
+            return bad("limits.header_read_timeout must be above zero");
+        }
+        if limits.idle_timeout <= limits.request_timeout {
+            return bad("limits.idle_timeout must be longer than limits.request_timeout");
+        }
+        if limits.store_timeout.is_zero() || limits.store_timeout >= limits.request_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "limits.store_timeout ({}) must be above zero and below limits.request_timeout \
+                 ({}); lower it with the request timeout",
+                humantime::format_duration(limits.store_timeout),
+                humantime::format_duration(limits.request_timeout)
+            )));
+        }
+        if limits.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1");
+        }
+        if limits.max_connections_per_ip == 0
+            || limits.max_connections_per_ip > limits.max_connections
+        {
+            return bad(
+                "limits.max_connections_per_ip must be at least 1 and at most limits.max_connections",
+            );
+        }
+        if !(1024..=32 * 1024).contains(&limits.max_uri_bytes) {
+            return bad("limits.max_uri_bytes must be between 1024 and 32768");
+        }
+        if !(8..=256).contains(&limits.max_headers) {
+            return bad("limits.max_headers must be between 8 and 256");
+        }
+        if !(4 * 1024..=64 * 1024).contains(&limits.max_header_bytes) {
+            return bad("limits.max_header_bytes must be between 4096 and 65536");
+        }
+        let rates = &self.rate_limit;
+        if rates.writes_per_second == 0 {
             return bad("rate_limit.writes_per_second must be at least 1");
         }
-        if self.rate_limit.burst == 0 {
+        if rates.burst == 0 {
             return bad("rate_limit.burst must be at least 1");
+        }
+        if rates.lookups_per_second == 0 {
+            return bad("rate_limit.lookups_per_second must be at least 1");
+        }
+        if rates.lookup_burst == 0 {
+            return bad("rate_limit.lookup_burst must be at least 1");
+        }
+        if self.server_key_reload < Duration::from_millis(100)
+            || self.server_key_reload.saturating_mul(4) > self.federation.max_request_age
+        {
+            return bad(
+                "server_key_reload must be at least 100ms and at most a quarter of \
+                 federation.max_request_age",
+            );
         }
         if self.session_ttl < Duration::from_secs(1) {
             return bad("session_ttl must be at least 1s");
@@ -482,18 +596,24 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
-    /// A configuration for tests: 127.0.0.1 on a free port, data in `dir`, generous rate
-    /// limits.
+    /// A configuration for tests (and the benchmark's load): 127.0.0.1 on a free port, data
+    /// in `dir`, generous rate limits (per client and per destination) and connection caps.
     pub fn for_tests(dir: &Path) -> Self {
-        Self {
+        let mut config = Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.to_owned(),
             rate_limit: RateLimit {
                 writes_per_second: 10_000,
                 burst: 10_000,
+                lookups_per_second: 100_000,
+                lookup_burst: 100_000,
             },
             ..Self::default()
-        }
+        };
+        config.limits.max_connections_per_ip = config.limits.max_connections;
+        config.federation.upstream_lookups_per_second = 100_000;
+        config.federation.upstream_lookup_burst = 100_000;
+        config
     }
 
     /// Path of the embedded SQLite database in the data directory.
@@ -536,6 +656,17 @@ mod tests {
         assert_eq!(c.limits.request_timeout, Duration::from_secs(10));
         assert_eq!(c.rate_limit.writes_per_second, 5);
         assert_eq!(c.rate_limit.burst, 20);
+        assert_eq!(c.rate_limit.lookups_per_second, 20);
+        assert_eq!(c.rate_limit.lookup_burst, 100);
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, 4096);
+        assert_eq!(c.limits.max_connections_per_ip, 64);
+        assert_eq!(c.limits.max_uri_bytes, 8192);
+        assert_eq!(c.limits.max_headers, 64);
+        assert_eq!(c.limits.max_header_bytes, 16384);
+        assert_eq!(c.limits.store_timeout, Duration::from_secs(3));
+        assert_eq!(c.server_key_reload, Duration::from_secs(10));
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
         assert_eq!(c.cache.max_accounts, 100_000);
         assert!(c.tls.is_none());
@@ -561,6 +692,7 @@ mod tests {
             [limits]
             max_body_bytes = 4096
             request_timeout = "2s"
+            store_timeout = "1s"
             [rate_limit]
             writes_per_second = 1
             burst = 3
@@ -592,6 +724,15 @@ mod tests {
             ("listen = \"nowhere\"", "listen"),
             ("[rate_limit]\nburst = 0", "rate_limit.burst"),
             ("[limits]\nmax_body_bytes = 10", "max_body_bytes"),
+            ("[limits]\nidle_timeout = \"5s\"", "limits.idle_timeout"),
+            ("[limits]\nstore_timeout = \"10s\"", "limits.store_timeout"),
+            (
+                "[limits]\nmax_connections_per_ip = 5000",
+                "max_connections_per_ip",
+            ),
+            ("[limits]\nmax_uri_bytes = 100000", "max_uri_bytes"),
+            ("[rate_limit]\nlookups_per_second = 0", "lookups_per_second"),
+            ("server_key_reload = \"10m\"", "server_key_reload"),
             ("session_ttl = \"0s\"", "session_ttl"),
             ("trusted_proxies = [\"10.0.0.1/99\"]", "trusted_proxies"),
             ("store = \"postgres://db:port/pd\"", "store"),

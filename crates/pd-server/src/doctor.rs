@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use pd_federation::discovery::{Discovery, Route, Via};
 use pd_federation::error::{DiscoveryError, OutboundError};
 use pd_federation::guard::GuardedClient;
+use pd_federation::node_auth::NodeSigner;
 use pd_federation::resolver::UpstreamError;
 use pd_federation::trust::{Trust, TrustPolicy};
 use pd_federation::upstream::Upstream;
@@ -234,7 +235,8 @@ async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, targ
             return steps.skip_rest(&STEPS[1..]);
         }
     };
-    let (client, discovery) = match federation::outbound(config) {
+    let trust = Trust::new(policy);
+    let (client, discovery) = match federation::outbound(config, &trust) {
         Ok(pair) => pair,
         Err(e) => {
             steps.fail(
@@ -255,7 +257,7 @@ async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, targ
 
     // trust: asked before any network traffic, as for every real lookup.
     let now = SystemTime::now();
-    let verdict = policy.decide(target, now);
+    let verdict = trust.current().decide(target, now);
     if verdict.allowed {
         steps.pass("trust", verdict.explain(target));
     } else {
@@ -269,9 +271,9 @@ async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, targ
         );
         return steps.skip_rest(&STEPS[2..]);
     }
-    let trust = Trust::new(policy);
 
-    // discovery: static route, delegation or the domain itself.
+    // discovery: static route, delegation or the domain itself; discovery itself refuses a
+    // delegation target the trust policy refuses, before contacting it.
     let route = match discovery.locate(target).await {
         Ok(route) => route,
         Err(e) => {
@@ -280,20 +282,6 @@ async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, targ
             return steps.skip_rest(&STEPS[3..]);
         }
     };
-    if route.via == Via::Delegated
-        && let Some(host) = route.base_url.host_str()
-        && !Host::parse(host).is_ok_and(|h| trust.allows(&h))
-    {
-        steps.fail(
-            "discovery",
-            format!(
-                "{target} delegates to {}, which this node's trust policy refuses",
-                route.base_url
-            ),
-            format!("allow {host} in [trust] too, or ask {target} to delegate elsewhere"),
-        );
-        return steps.skip_rest(&STEPS[3..]);
-    }
     steps.pass("discovery", describe_route(target, &route));
 
     // connection: TLS (or plain HTTP on a static route) to the base URL.
@@ -311,7 +299,8 @@ async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, targ
     }
 
     // signed-request: the signed federation lookup of a name that does not exist.
-    let upstream = federation::upstream(config, &discovery, key.clone(), &trust);
+    let signer = NodeSigner::new(key.clone(), config.domain.clone());
+    let upstream = federation::upstream(config, &discovery, signer);
     let probe = probe_address(target);
     match upstream.fetch_lookup(&probe).await {
         Err(UpstreamError::UnknownUser) => steps.pass(
@@ -466,6 +455,10 @@ fn discovery_hint(target: &Host, err: &DiscoveryError) -> String {
             "https://{target}/.well-known/pd must be JSON: the node's own document, or a \
              delegation such as {{\"base_url\": \"https://pd.{target}\"}} (an https URL with \
              a DNS name, no query or fragment)"
+        ),
+        DiscoveryError::Refused { host, .. } => format!(
+            "{target} delegates to {host}, which this node's trust policy refuses: allow \
+             {host} in [trust] too, or ask {target} to delegate elsewhere"
         ),
         _ => "check the domain's DNS and web server".into(),
     }

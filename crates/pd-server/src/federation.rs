@@ -4,16 +4,20 @@
 //! the trust handle with its list subscriptions (their last good copies kept in the store).
 //!
 //! Architecture invariant: the trust policy is asked before every resolver call, before any
-//! origin key is fetched, and about every delegation target before it is contacted, so a
-//! refused domain causes no network traffic at all.
+//! origin key is fetched, and (inside `Discovery`, on every path that locates a node) about
+//! every domain and delegation target before it is contacted, so a refused domain causes no
+//! network traffic at all.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
+use pd_federation::destination_limit::DestinationLimit;
 use pd_federation::discovery::Discovery;
 use pd_federation::guard::GuardedClient;
 use pd_federation::node_auth::{InboundVerifier, NodeSigner};
@@ -53,15 +57,21 @@ impl fmt::Debug for Federation {
 }
 
 impl Federation {
-    /// Builds the federation pieces from `config`, signing as this node with `server_key`
-    /// and keeping subscribed trust lists in `store`.
-    pub fn new(config: &Config, server_key: SecretKey, store: Store) -> anyhow::Result<Self> {
-        let (client, discovery) = outbound(config)?;
+    /// Builds the federation pieces from `config`, signing as this node with the key that
+    /// `signing` holds at the moment of signing, and keeping subscribed trust lists in
+    /// `store`.
+    pub fn new(
+        config: &Config,
+        signing: Arc<ArcSwap<SecretKey>>,
+        store: Store,
+    ) -> anyhow::Result<Self> {
         let local = config.resolved_trust()?;
         let policy = TrustPolicy::new(config.domain.clone(), local)
             .context("failed to build the trust policy")?;
         let trust = Trust::new(policy);
-        let upstream = upstream(config, &discovery, server_key, &trust);
+        let (client, discovery) = outbound(config, &trust)?;
+        let signer = NodeSigner::shared(signing, config.domain.clone());
+        let upstream = upstream(config, &discovery, signer);
         let resolver = Resolver::new(
             upstream,
             config.federation.cache.clone(),
@@ -163,29 +173,34 @@ impl Federation {
 }
 
 /// The node's one guarded outbound client (trusting `federation.ca_file` besides the
-/// built-in roots) and discovery over it, as every outbound path of the node uses them.
-pub fn outbound(config: &Config) -> anyhow::Result<(Arc<GuardedClient>, Arc<Discovery>)> {
+/// built-in roots) and discovery over it within `trust`, as every outbound path of the node
+/// uses them: discovery refuses a refused domain, or a host a domain delegates to that the
+/// policy refuses, before contacting it.
+pub fn outbound(
+    config: &Config,
+    trust: &Trust,
+) -> anyhow::Result<(Arc<GuardedClient>, Arc<Discovery>)> {
     let client = Arc::new(
         GuardedClient::new(&config.federation)
             .context("failed to build the outbound HTTP client")?,
     );
-    let discovery = Arc::new(Discovery::new(Arc::clone(&client), &config.federation));
+    let discovery = Arc::new(Discovery::new(
+        Arc::clone(&client),
+        &config.federation,
+        trust.clone(),
+    ));
     Ok((client, discovery))
 }
 
-/// Signed, verified lookups at other nodes, signing as this node with `server_key` and
-/// checking every delegation target against `trust` before contacting it.
-pub fn upstream(
-    config: &Config,
-    discovery: &Arc<Discovery>,
-    server_key: SecretKey,
-    trust: &Trust,
-) -> Upstream {
-    let signer = NodeSigner::new(server_key, config.domain.clone());
-    let delegation_trust = trust.clone();
-    Upstream::new(Arc::clone(discovery), signer).with_delegation_policy(Arc::new(
-        move |target: &Host| delegation_trust.allows(target),
-    ))
+/// Signed, verified lookups at other nodes through `discovery`, signed by `signer`, within
+/// the per-destination cap on uncached lookups (`federation.upstream_lookups_per_second`).
+pub fn upstream(config: &Config, discovery: &Arc<Discovery>, signer: NodeSigner) -> Upstream {
+    let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    let limit = DestinationLimit::new(
+        nonzero(config.federation.upstream_lookups_per_second),
+        nonzero(config.federation.upstream_lookup_burst),
+    );
+    Upstream::new(Arc::clone(discovery), signer).with_destination_limit(limit)
 }
 
 impl ListArchive for Store {

@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod federation;
 pub mod healthcheck;
 pub mod http;
+mod listener;
 pub mod metrics;
 pub mod registry;
 pub mod server;

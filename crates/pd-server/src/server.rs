@@ -13,17 +13,19 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, TlsConfig};
 use crate::federation::Federation;
+use crate::listener::{self, ConnectionLimits, FirstByte};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
-use crate::server_keys::{self, ServerKeys};
+use crate::server_keys::{self, KeyRing, ServerKeys};
 use crate::state::{AppState, Shared};
-use crate::store::Store;
+use crate::store::sqlite::{self, FileState};
+use crate::store::{Store, StoreSpec};
 use crate::{admin, http};
 
 /// How often expired presence records are purged from the store.
@@ -68,7 +70,8 @@ impl Server {
             .local_addr()
             .context("failed to read the listener's address")?;
         let spec = config.store_spec();
-        let store = Store::connect(&spec)
+        refuse_lost_database(&config, &spec).await?;
+        let store = Store::connect_with_timeout(&spec, config.limits.store_timeout)
             .await
             .with_context(|| format!("failed to open the store {spec}"))?;
         let now = pd_proto::now_micros() / 1_000_000;
@@ -125,9 +128,13 @@ impl Server {
             .map(std::net::TcpListener::local_addr)
             .transpose()
             .context("failed to read the admin listener's address")?;
+        let key_ring = Arc::new(KeyRing::new(
+            server_keys,
+            KeyRing::switch_delay_for(config.server_key_reload),
+        ));
         let federation = Arc::new(Federation::new(
             &config,
-            server_keys.current().clone(),
+            key_ring.signing(),
             registry.store().clone(),
         )?);
         federation.restore_trust_lists().await;
@@ -137,7 +144,7 @@ impl Server {
             config: Arc::new(config),
             registry: Arc::clone(&registry),
             metrics: Arc::new(metrics),
-            server_keys: Arc::new(server_keys),
+            server_keys: Arc::clone(&key_ring),
             federation: Arc::clone(&federation),
         });
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -146,30 +153,50 @@ impl Server {
         let is_tls = tls.is_some();
         // Remote admin access is served over the node's TLS certificate when it has one.
         let admin_tls = tls.clone().filter(|_| state.config.admin.remote);
+        let limits = &state.config.limits;
+        let caps = ConnectionLimits::new(limits, &state.config.trusted_proxies, !is_tls);
         match tls {
             Some(tls) => {
-                let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+                let tls = RustlsAcceptor::new(tls)
+                    .handshake_timeout(limits.header_read_timeout)
+                    .acceptor(caps);
+                let mut server = axum_server::from_tcp(listener)
+                    .acceptor(FirstByte::new(tls, limits.header_read_timeout))
+                    .handle(handle.clone());
+                listener::configure(server.http_builder(), limits);
                 tasks.spawn(async move { server.serve(app).await.context("HTTPS server failed") });
             }
             None => {
-                let server = axum_server::from_tcp(listener).handle(handle.clone());
+                let mut server = axum_server::from_tcp(listener)
+                    .acceptor(FirstByte::new(caps, limits.header_read_timeout))
+                    .handle(handle.clone());
+                listener::configure(server.http_builder(), limits);
                 tasks.spawn(async move { server.serve(app).await.context("HTTP server failed") });
             }
         }
         let admin_handle = Handle::new();
-        if let Some(listener) = admin_listener {
+        if let Some(admin_listener) = admin_listener {
             let admin_app =
                 admin::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let admin_caps = ConnectionLimits::total_only(limits);
             match admin_tls {
                 Some(tls) => {
-                    let server =
-                        axum_server::from_tcp_rustls(listener, tls).handle(admin_handle.clone());
+                    let tls = RustlsAcceptor::new(tls)
+                        .handshake_timeout(limits.header_read_timeout)
+                        .acceptor(admin_caps);
+                    let mut server = axum_server::from_tcp(admin_listener)
+                        .acceptor(FirstByte::new(tls, limits.header_read_timeout))
+                        .handle(admin_handle.clone());
+                    listener::configure(server.http_builder(), limits);
                     tasks.spawn(async move {
                         server.serve(admin_app).await.context("admin server failed")
                     });
                 }
                 None => {
-                    let server = axum_server::from_tcp(listener).handle(admin_handle.clone());
+                    let mut server = axum_server::from_tcp(admin_listener)
+                        .acceptor(FirstByte::new(admin_caps, limits.header_read_timeout))
+                        .handle(admin_handle.clone());
+                    listener::configure(server.http_builder(), limits);
                     tasks.spawn(async move {
                         server.serve(admin_app).await.context("admin server failed")
                     });
@@ -177,6 +204,7 @@ impl Server {
             }
         }
         let (stop, stopped) = watch::channel(false);
+        tasks.spawn(key_reload_task(state.clone(), stopped.clone()));
         tasks.spawn(purge_task(registry, stopped.clone()));
         tasks.spawn(async move { federation.run(stopped).await });
         tracing::info!(
@@ -281,6 +309,75 @@ impl Server {
             .context("failed to close the store")?;
         tracing::info!("node stopped");
         result
+    }
+}
+
+/// Refuses to start a node whose data directory was initialised (it holds `server.key`) but
+/// whose embedded database is missing or empty: creating a fresh one silently would serve
+/// the domain without its accounts, and anyone could take the old names. `pd-server init`
+/// creates an empty database on purpose. A first start in an empty data directory creates
+/// both, as before.
+async fn refuse_lost_database(config: &Config, spec: &StoreSpec) -> anyhow::Result<()> {
+    let StoreSpec::Sqlite(db) = spec else {
+        return Ok(());
+    };
+    let key = config.server_key_path();
+    if !key.exists() {
+        return Ok(());
+    }
+    let path = db.clone();
+    let state = tokio::task::spawn_blocking(move || sqlite::file_state(&path))
+        .await
+        .context("the database check failed")?
+        .with_context(|| format!("failed to read the database {}", db.display()))?;
+    let what = match state {
+        FileState::Initialised => return Ok(()),
+        FileState::Missing => "missing",
+        FileState::Empty => "empty",
+    };
+    Err(anyhow!(
+        "refusing to start: the data directory {} holds the node's server key, but its \
+         database {} is {what}; starting would serve {} without its accounts, and anyone \
+         could register the old names. Restore the database from a backup, or run \
+         `pd-server init` to create an empty one on purpose",
+        config.data_dir.display(),
+        db.display(),
+        config.domain,
+    ))
+}
+
+/// Reads the server keys again every `server_key_reload` and puts them in force, so that a
+/// rotation reaches this node while it runs. A failed read keeps the keys in force.
+async fn key_reload_task(
+    state: AppState,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let config = Arc::clone(&state.config);
+    let mut interval = tokio::time::interval(config.server_key_reload);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.changed() => return Ok(()),
+        }
+        let now = pd_proto::now_micros() / 1_000_000;
+        let store = state.registry.store();
+        match server_keys::read_again(
+            store,
+            &config.data_dir,
+            config.federation.max_request_age,
+            now,
+        )
+        .await
+        {
+            Ok(fresh) => {
+                state.server_keys.update(fresh, now);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "failed to read the server keys again; keeping those in force");
+            }
+        }
     }
 }
 

@@ -10,21 +10,30 @@
 //!
 //! A node loads the keys at start ([`ServerKeys::load`]): it signs with the current key and
 //! publishes, besides it, each retired key until its retirement time plus the maximum
-//! request age. Retired keys past that are deleted. A running node keeps its keys until it
-//! is restarted.
+//! request age. Retired keys past that are deleted.
 //!
 //! With the shared (PostgreSQL) store the keys live in the database instead, so every
 //! replica of the domain signs with the same key and publishes the same keys
 //! ([`load_shared`], [`rotate_shared`]). The first replica to start stores the data
 //! directory's `server.key` if it has one (a node moving from the embedded store keeps its
 //! key), or a new key; later replicas use the stored one.
+//!
+//! A running node reads its keys again every `server_key_reload` ([`read_again`]) and puts
+//! them in force through its [`KeyRing`]: a rotation is published at once, and the node
+//! signs with the new key only [`KeyRing::switch_delay`] after the rotation, by when every
+//! running replica publishes it too (each reads the keys within one interval), so that a
+//! peer fetching the keys from any replica finds the key a request is signed with. Until
+//! then the node keeps signing with the retired key, which is published (and accepted) for
+//! the maximum request age after the rotation.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use arc_swap::ArcSwap;
 use pd_proto::node_auth::server_key_id;
 use pd_proto::wire::ServerKey;
 use pd_proto::{PublicKey, SecretKey};
@@ -248,6 +257,128 @@ impl ServerKeys {
     }
 }
 
+/// The server keys of a running node: the keys it publishes, and the key it signs with,
+/// both replaced when a reload finds a rotation.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: ArcSwap<ServerKeys>,
+    signing: Arc<ArcSwap<SecretKey>>,
+    switch_delay: Duration,
+}
+
+impl KeyRing {
+    /// The keys loaded at start; the node signs with the current one. After a rotation it
+    /// switches to the new key `switch_delay` after the rotation time.
+    pub fn new(keys: ServerKeys, switch_delay: Duration) -> Self {
+        let signing = Arc::new(ArcSwap::from_pointee(keys.current().clone()));
+        Self {
+            keys: ArcSwap::from_pointee(keys),
+            signing,
+            switch_delay,
+        }
+    }
+
+    /// How long after a rotation the node starts signing with the new key: two reload
+    /// intervals and a second, by when every replica has read the keys again.
+    pub fn switch_delay_for(reload_interval: Duration) -> Duration {
+        reload_interval.saturating_mul(2) + Duration::from_secs(1)
+    }
+
+    /// The delay this ring waits after a rotation before signing with the new key.
+    pub fn switch_delay(&self) -> Duration {
+        self.switch_delay
+    }
+
+    /// The keys in force.
+    pub fn keys(&self) -> Arc<ServerKeys> {
+        self.keys.load_full()
+    }
+
+    /// The key signing node-to-node requests now, shared with the node's signer.
+    pub fn signing(&self) -> Arc<ArcSwap<SecretKey>> {
+        Arc::clone(&self.signing)
+    }
+
+    /// The id of the key signing now.
+    pub fn signing_id(&self) -> String {
+        server_key_id(&self.signing.load().public())
+    }
+
+    /// The id of the current key (the newest, published first).
+    pub fn current_id(&self) -> String {
+        self.keys.load().current_id()
+    }
+
+    /// The public half of the current key.
+    pub fn current_public(&self) -> PublicKey {
+        self.keys.load().current_public()
+    }
+
+    /// The keys published at `now` (Unix seconds), as [`ServerKeys::published`].
+    pub fn published(&self, now: u64) -> Vec<ServerKey> {
+        self.keys.load().published(now)
+    }
+
+    /// Puts freshly read keys in force at `now` (Unix seconds): they are published at once;
+    /// the signing key moves to the new current key once the key it signs with now has been
+    /// retired for [`Self::switch_delay`] (at once when that key is not among the retired
+    /// ones). Returns whether the published keys or the signing key changed.
+    pub fn update(&self, fresh: ServerKeys, now: u64) -> bool {
+        let before = self.keys.load();
+        let published_changed = before.current_public() != fresh.current_public()
+            || before.retired() != fresh.retired();
+        let signing = self.signing.load_full();
+        let next_signing = if signing.public() == fresh.current_public() {
+            None
+        } else {
+            let retired_at = fresh
+                .retired()
+                .iter()
+                .find(|k| k.public_key == signing.public())
+                .map(|k| k.retired_at);
+            // Retirement times are whole seconds, rounded down: one more second keeps the
+            // delay from falling short.
+            let delay =
+                self.switch_delay.as_secs() + u64::from(self.switch_delay.subsec_nanos() > 0);
+            match retired_at {
+                Some(at) if now < at.saturating_add(delay + 1) => None,
+                _ => Some(fresh.current().clone()),
+            }
+        };
+        if published_changed {
+            tracing::info!(
+                key_id = %fresh.current_id(),
+                retired = fresh.retired().len(),
+                "server keys changed; publishing them"
+            );
+            self.keys.store(Arc::new(fresh));
+        }
+        let signing_changed = next_signing.is_some();
+        if let Some(key) = next_signing {
+            tracing::info!(key_id = %server_key_id(&key.public()), "signing with the new server key");
+            self.signing.store(Arc::new(key));
+        }
+        published_changed || signing_changed
+    }
+}
+
+/// Reads the server keys again without changing anything: from the shared store, or from
+/// `data_dir` (expired retired keys are skipped, not deleted).
+pub async fn read_again(
+    store: &Store,
+    data_dir: &Path,
+    max_request_age: Duration,
+    now: u64,
+) -> anyhow::Result<ServerKeys> {
+    if store.is_shared() {
+        return inspect_shared(store, max_request_age, now).await;
+    }
+    let dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || ServerKeys::inspect(&dir, max_request_age, now))
+        .await
+        .context("the server key reader failed")?
+}
+
 /// Loads the server keys from the shared store, storing the data directory's current key
 /// (or a new one) first if the store has none yet. All replicas get the same keys.
 pub async fn load_shared(
@@ -284,8 +415,8 @@ pub async fn inspect_shared(
 }
 
 /// Replaces the shared current key with a new one, keeping the old one as retired at `now`
-/// and forgetting retired keys older than `max_request_age`. Running replicas sign with the
-/// old key until they are restarted.
+/// and forgetting retired keys older than `max_request_age`. Running replicas read it
+/// within `server_key_reload` (see [`KeyRing`]).
 pub async fn rotate_shared(
     store: &Store,
     max_request_age: Duration,
@@ -325,8 +456,8 @@ pub struct Rotated {
 }
 
 /// Replaces the current key in `data_dir` with a new one, keeping the old one as retired
-/// at `now` (Unix seconds). Without a current key, just creates one. A running node keeps
-/// signing with the old key until it is restarted.
+/// at `now` (Unix seconds). Without a current key, just creates one. A running node reads
+/// it within `server_key_reload` (see [`KeyRing`]).
 pub fn rotate(data_dir: &Path, now: u64) -> anyhow::Result<Rotated> {
     fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
@@ -371,6 +502,21 @@ pub fn read_current(data_dir: &Path) -> anyhow::Result<Option<SecretKey>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("failed to read server key {}", path.display())),
     }
+}
+
+/// Writes `key` as the current key of `data_dir` (creating the directory), which must not
+/// hold one yet; used by `pd-server migrate` to carry a domain's key into a new data
+/// directory.
+pub fn install_current(data_dir: &Path, key: &SecretKey) -> anyhow::Result<()> {
+    if read_current(data_dir)?.is_some() {
+        return Err(anyhow!(
+            "{} already holds a server key",
+            data_dir.join(CURRENT_KEY_FILE).display()
+        ));
+    }
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create {}", data_dir.display()))?;
+    write_durably(&data_dir.join(CURRENT_KEY_FILE), key.to_text().as_bytes())
 }
 
 fn load_or_create_current(data_dir: &Path) -> anyhow::Result<SecretKey> {
@@ -540,6 +686,35 @@ mod tests {
         assert!(keys.retired().is_empty());
         assert_eq!(keys.published(20).len(), 1);
         assert!(!dir.path().join(RETIRED_DIR).join(".x.tmp").exists());
+    }
+
+    #[test]
+    fn a_rotation_is_published_at_once_and_signed_with_after_the_switch_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ServerKeys::load(dir.path(), AGE, 1_000).unwrap();
+        let old = first.current().clone();
+        let ring = KeyRing::new(first, Duration::from_secs(21));
+        assert_eq!(ring.signing_id(), server_key_id(&old.public()));
+        // Nothing changed: nothing to do.
+        assert!(!ring.update(ServerKeys::inspect(dir.path(), AGE, 1_005).unwrap(), 1_005));
+        let rotated = rotate(dir.path(), 1_010).unwrap();
+        // Published at once, besides the old key, which still signs.
+        assert!(ring.update(ServerKeys::inspect(dir.path(), AGE, 1_012).unwrap(), 1_012));
+        assert_eq!(ring.current_id(), rotated.new_key_id);
+        assert_eq!(ring.published(1_012).len(), 2);
+        assert_eq!(ring.signing_id(), server_key_id(&old.public()));
+        assert!(!ring.update(ServerKeys::inspect(dir.path(), AGE, 1_031).unwrap(), 1_031));
+        // 21 s after the rotation (and a second for the rounding of its time) the node
+        // signs with the new key.
+        assert!(ring.update(ServerKeys::inspect(dir.path(), AGE, 1_032).unwrap(), 1_032));
+        assert_eq!(ring.signing_id(), rotated.new_key_id);
+        // A node that never signed with the retired key (started after the rotation, or
+        // the key unknown) switches at once.
+        let other = KeyRing::new(
+            ServerKeys::inspect(dir.path(), AGE, 1_031).unwrap(),
+            Duration::from_secs(21),
+        );
+        assert_eq!(other.signing_id(), rotated.new_key_id);
     }
 
     #[test]

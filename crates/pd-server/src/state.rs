@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::server_keys::ServerKeys;
+use crate::server_keys::KeyRing;
 
 /// Handles shared by the HTTP handlers, behind one `Arc`: axum clones the state for every
 /// request, so a clone is one reference count, not one per handle. Fields are reached
@@ -40,9 +40,10 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
-    /// The node's server keys, loaded at start: the current one (signs node-to-node
-    /// requests) and the retired ones still published in `/.well-known/pd`.
-    pub server_keys: Arc<ServerKeys>,
+    /// The node's server keys: the current one, the retired ones still published in
+    /// `/.well-known/pd`, and the one signing node-to-node requests; read again every
+    /// `server_key_reload`.
+    pub server_keys: Arc<KeyRing>,
     /// Lookups at other nodes, inbound node authentication and the trust policy.
     pub federation: Arc<Federation>,
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the real binaries: a `pd-server` process on a temporary data
 //! directory and `chat` processes in temporary homes, one node per test.
 
+mod account_lost;
 mod bad_input;
 mod chat_flow;
 mod console;

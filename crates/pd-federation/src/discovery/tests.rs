@@ -10,6 +10,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::trust::test_trust;
 
 fn host(s: &str) -> Host {
     Host::parse(s).unwrap()
@@ -27,6 +28,7 @@ fn discovery_via(server: &MockServer) -> Discovery {
     Discovery::with_direct_base(
         client,
         &FederationConfig::default(),
+        test_trust(""),
         server.uri().parse().unwrap(),
     )
 }
@@ -50,7 +52,7 @@ async fn static_peer_wins_without_any_request() {
         ..FederationConfig::default()
     };
     let client = Arc::new(GuardedClient::new(&config).unwrap());
-    let discovery = Discovery::new(client, &config);
+    let discovery = Discovery::new(client, &config, test_trust(""));
     let route = discovery.locate(&host("BlackMesa.us")).await.unwrap();
     assert_eq!(route.via, Via::Static);
     assert_eq!(route.base_url.as_str(), "http://127.0.0.1:9/");
@@ -59,7 +61,11 @@ async fn static_peer_wins_without_any_request() {
 #[tokio::test]
 async fn ip_literal_domains_have_no_node_unless_static() {
     let config = FederationConfig::default();
-    let discovery = Discovery::new(Arc::new(GuardedClient::new(&config).unwrap()), &config);
+    let discovery = Discovery::new(
+        Arc::new(GuardedClient::new(&config).unwrap()),
+        &config,
+        test_trust(""),
+    );
     for h in ["127.0.0.1", "[::1]:8443", "8.8.8.8"] {
         let err = discovery.locate(&host(h)).await.unwrap_err();
         assert!(matches!(err, DiscoveryError::NoNode { .. }), "{h}: {err:?}");
@@ -220,8 +226,12 @@ async fn connection_refused_means_no_node() {
         ..FederationConfig::default()
     };
     let client = Arc::new(GuardedClient::new(&client_config).unwrap());
-    let discovery =
-        Discovery::with_direct_base(client, &FederationConfig::default(), uri.parse().unwrap());
+    let discovery = Discovery::with_direct_base(
+        client,
+        &FederationConfig::default(),
+        test_trust(""),
+        uri.parse().unwrap(),
+    );
     let err = discovery.locate(&host("b.example")).await.unwrap_err();
     assert!(matches!(err, DiscoveryError::NoNode { .. }), "{err:?}");
 }
@@ -329,7 +339,12 @@ async fn routes_are_refreshed_ahead_and_kept_when_the_refresh_fails() {
         ..FederationConfig::default()
     };
     let client = Arc::new(GuardedClient::new(&client_config).unwrap());
-    let discovery = Discovery::with_direct_base(client, &config, server.uri().parse().unwrap());
+    let discovery = Discovery::with_direct_base(
+        client,
+        &config,
+        test_trust(""),
+        server.uri().parse().unwrap(),
+    );
     let domain = host("b.example");
 
     discovery.locate(&domain).await.unwrap();
@@ -350,4 +365,174 @@ async fn routes_are_refreshed_ahead_and_kept_when_the_refresh_fails() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let err = discovery.locate(&domain).await.unwrap_err();
     assert!(matches!(err, DiscoveryError::Unreachable { .. }), "{err:?}");
+}
+
+/// Discovery within `trust` whose "direct" route for every domain is the mock server.
+fn discovery_within(server: &MockServer, trust: Trust) -> Discovery {
+    let client_config = FederationConfig {
+        peers: vec![format!("mock.test={}", server.uri()).parse().unwrap()],
+        request_timeout: Duration::from_secs(2),
+        ..FederationConfig::default()
+    };
+    let client = Arc::new(GuardedClient::new(&client_config).unwrap());
+    Discovery::with_direct_base(
+        client,
+        &FederationConfig::default(),
+        trust,
+        server.uri().parse().unwrap(),
+    )
+}
+
+const ONLY_GOOD: &str = "[trust]\nmode = \"allowlist\"\nallow = [\"good.test\"]";
+
+#[tokio::test]
+async fn a_refused_domain_is_never_contacted() {
+    let server = MockServer::start().await;
+    well_known_answers(&server, ResponseTemplate::new(404)).await;
+    let discovery = discovery_within(&server, test_trust(ONLY_GOOD));
+    let outsider = host("outsider.test");
+    let refused = DiscoveryError::Refused {
+        domain: "outsider.test".into(),
+        host: "outsider.test".into(),
+    };
+    assert_eq!(discovery.locate(&outsider).await.unwrap_err(), refused);
+    assert_eq!(
+        discovery.fetch_server_keys(&outsider).await.unwrap_err(),
+        refused
+    );
+    assert_eq!(
+        discovery
+            .server_key(&outsider, "ed25519:x", now_secs())
+            .await,
+        Err(refused)
+    );
+    assert_eq!(requests(&server).await, 0);
+}
+
+/// Regression (issue 12): a node in allowlist mode with `allow = ["good.test"]`, where
+/// `https://good.test/.well-known/pd` delegates to `https://denied.test/`. Every path that
+/// locates good.test's node (a lookup's route, the key fetch that authenticates a request
+/// claiming origin good.test, doctor) is refused before denied.test is contacted.
+#[tokio::test]
+async fn a_delegation_to_a_refused_host_is_refused_on_every_path() {
+    let server = MockServer::start().await;
+    well_known_answers(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({"base_url": "https://denied.test/"})),
+    )
+    .await;
+    let discovery = discovery_within(&server, test_trust(ONLY_GOOD));
+    let good = host("good.test");
+    let refused = DiscoveryError::Refused {
+        domain: "good.test".into(),
+        host: "denied.test".into(),
+    };
+    assert_eq!(discovery.locate(&good).await.unwrap_err(), refused);
+    assert_eq!(
+        refused.problem_type(),
+        pd_proto::ProblemType::RefusedByPolicy
+    );
+    assert!(refused.to_string().contains("denied.test"), "{refused}");
+    assert_eq!(
+        discovery.fetch_server_keys(&good).await.unwrap_err(),
+        refused
+    );
+    assert_eq!(
+        discovery.server_key(&good, "ed25519:abc", now_secs()).await,
+        Err(refused.clone())
+    );
+    // Only good.test's delegation document was fetched (once: the route is cached, and the
+    // check is made again at every use).
+    assert_eq!(requests(&server).await, 1);
+
+    // The same node allowing denied.test too follows the delegation.
+    let allowing = discovery_within(
+        &server,
+        test_trust("[trust]\nmode = \"allowlist\"\nallow = [\"good.test\", \"denied.test\"]"),
+    );
+    let route = allowing.locate(&good).await.unwrap();
+    assert_eq!(route.via, Via::Delegated);
+    assert_eq!(route.base_url.as_str(), "https://denied.test/");
+}
+
+#[tokio::test]
+async fn a_cached_delegation_is_checked_again_at_every_use() {
+    let server = MockServer::start().await;
+    well_known_answers(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({"base_url": "https://pd.other.test/"})),
+    )
+    .await;
+    let trust = test_trust("");
+    let discovery = discovery_within(&server, trust.clone());
+    let domain = host("b.example");
+    assert_eq!(discovery.locate(&domain).await.unwrap().via, Via::Delegated);
+    // The delegation target becomes refused: the cached route is refused from then on.
+    trust.replace(
+        test_trust("[trust]\ndeny = [\"other.test\"]")
+            .current()
+            .as_ref()
+            .clone(),
+    );
+    let err = discovery.locate(&domain).await.unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::Refused { host, .. } if host == "pd.other.test"),
+        "{err:?}"
+    );
+    assert_eq!(requests(&server).await, 1);
+}
+
+/// Regression (issue 12): a key id that is not in the cached set is fetched again at once
+/// (after a one-second floor per domain), not only after 30 seconds; the same unknown id
+/// is not fetched again for 30 seconds.
+#[tokio::test]
+async fn an_unknown_key_id_is_fetched_again_at_once_within_the_rate_limit() {
+    let old = SecretKey::from_seed(&[4; 32]);
+    let new = SecretKey::from_seed(&[5; 32]);
+    let now = now_secs();
+    let server = MockServer::start().await;
+    well_known_answers(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_json(well_known_with_keys("b.example", &[(&old, now + 3600)])),
+    )
+    .await;
+    let discovery = discovery_via(&server);
+    let domain = host("b.example");
+    let (old_id, new_id) = (server_key_id(&old.public()), server_key_id(&new.public()));
+    assert_eq!(
+        discovery.server_key(&domain, &old_id, now).await.unwrap(),
+        Some(old.public())
+    );
+    assert_eq!(requests(&server).await, 2, "route and keys");
+    // The node rotates: it now publishes the new key besides the old.
+    server.reset().await;
+    well_known_answers(
+        &server,
+        ResponseTemplate::new(200).set_body_json(well_known_with_keys(
+            "b.example",
+            &[(&new, now + 3600), (&old, now + 300)],
+        )),
+    )
+    .await;
+    tokio::time::sleep(MIN_KEY_REFETCH_INTERVAL).await;
+    assert_eq!(
+        discovery.server_key(&domain, &new_id, now).await.unwrap(),
+        Some(new.public()),
+        "fetched again at the first request signed with the new key"
+    );
+    assert_eq!(requests(&server).await, 1);
+    // A key id nobody publishes: one more fetch, then none for 30 seconds for that id.
+    tokio::time::sleep(MIN_KEY_REFETCH_INTERVAL).await;
+    let bogus = "ed25519:bogus";
+    assert_eq!(
+        discovery.server_key(&domain, bogus, now).await.unwrap(),
+        None
+    );
+    tokio::time::sleep(MIN_KEY_REFETCH_INTERVAL).await;
+    assert_eq!(
+        discovery.server_key(&domain, bogus, now).await.unwrap(),
+        None
+    );
+    assert_eq!(requests(&server).await, 2);
 }

@@ -10,6 +10,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::*;
 use crate::config::FederationConfig;
 use crate::guard::GuardedClient;
+use crate::trust::test_trust;
 
 const PATH: &str = "/v1/federation/lookup/alice%40b.example";
 
@@ -49,6 +50,7 @@ async fn setup() -> (MockServer, InboundVerifier) {
     let discovery = Arc::new(Discovery::with_direct_base(
         client,
         &FederationConfig::default(),
+        test_trust(""),
         server.uri().parse().unwrap(),
     ));
     (
@@ -269,6 +271,7 @@ async fn unreachable_origin_keys_are_a_gateway_error() {
     let discovery = Arc::new(Discovery::with_direct_base(
         client,
         &FederationConfig::default(),
+        test_trust(""),
         server.uri().parse().unwrap(),
     ));
     let verifier = InboundVerifier::new(discovery, Duration::from_secs(300));
@@ -282,4 +285,55 @@ async fn unreachable_origin_keys_are_a_gateway_error() {
         "{err:?}"
     );
     assert_eq!(err.problem_type(), pd_proto::ProblemType::RemoteUnreachable);
+}
+
+/// Regression (issue 12): an inbound request claiming origin good.test, whose
+/// `/.well-known/pd` delegates to denied.test, is refused before denied.test is contacted
+/// when the trust policy allows only good.test; no key from denied.test is accepted.
+#[tokio::test]
+async fn an_origin_delegating_to_a_refused_host_is_refused_before_its_keys_are_fetched() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/.well-known/pd"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"base_url": "https://denied.test/"})),
+        )
+        .mount(&server)
+        .await;
+    let client_config = FederationConfig {
+        peers: vec![format!("mock.test={}", server.uri()).parse().unwrap()],
+        ..FederationConfig::default()
+    };
+    let client = Arc::new(GuardedClient::new(&client_config).unwrap());
+    let trust = test_trust("[trust]\nmode = \"allowlist\"\nallow = [\"good.test\"]");
+    let discovery = Arc::new(Discovery::with_direct_base(
+        client,
+        &FederationConfig::default(),
+        trust.clone(),
+        server.uri().parse().unwrap(),
+    ));
+    let verifier = InboundVerifier::new(discovery, Duration::from_secs(300))
+        .with_policy(Arc::new(move |origin: &Host| trust.allows(origin)));
+    let headers = headers_with(sign_request_at(
+        &origin_key(),
+        &host("good.test"),
+        &host("b.example"),
+        "GET",
+        PATH,
+        b"",
+        now_secs(),
+    ));
+    let err = verifier
+        .verify("GET", PATH, &headers, b"", &host("b.example"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        NodeAuthError::DelegationRefused {
+            origin: "good.test".into(),
+            target: "denied.test".into(),
+        }
+    );
+    assert_eq!(err.problem_type(), pd_proto::ProblemType::RefusedByPolicy);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }

@@ -274,10 +274,11 @@ pub fn export_text(entries: &[Entry]) -> String {
 }
 
 /// Exports entries as Mastodon CSV. Deny entries use the domain-block header with severity
-/// `suspend` and the reason as `public_comment` (reasons become public: export for
-/// sharing only what may be shared); allow entries use Mastodon's allow export, a single
-/// `#domain` column. Globs are written as `*.domain`, which only PD reads back; Mastodon
-/// already applies a plain domain to its subdomains.
+/// `suspend` and an empty `public_comment`: an entry's reason is private (it is never shown
+/// to the refused side), and an export is made to be shared, so no reason ever goes into
+/// it. Allow entries use Mastodon's allow export, a single `#domain` column. Globs are
+/// written as `*.domain`, which only PD reads back; Mastodon already applies a plain domain
+/// to its subdomains.
 pub fn export_mastodon_csv(entries: &[Entry], kind: EntryKind) -> String {
     let mut out = String::new();
     match kind {
@@ -294,9 +295,8 @@ pub fn export_mastodon_csv(entries: &[Entry], kind: EntryKind) -> String {
             for entry in entries {
                 let _ = writeln!(
                     out,
-                    "{},suspend,false,false,{},false",
+                    "{},suspend,false,false,,false",
                     csv_field(&entry.pattern.to_string()),
-                    csv_field(entry.reason.as_deref().unwrap_or_default())
                 );
             }
         }

@@ -22,6 +22,20 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 
+/// A trust handle for the node `a.example` with the `[trust]` section `toml_text` (empty:
+/// the open policy), for the tests of the modules that take a [`Trust`].
+#[cfg(test)]
+pub(crate) fn test_trust(toml_text: &str) -> Trust {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        #[serde(default)]
+        trust: TrustConfig,
+    }
+    let section: Section = toml::from_str(toml_text).unwrap();
+    let own = pd_proto::Host::parse("a.example").unwrap();
+    Trust::new(TrustPolicy::new(own, section.trust).unwrap())
+}
+
 use std::path::PathBuf;
 
 pub use config::{

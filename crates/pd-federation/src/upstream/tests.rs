@@ -11,6 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::*;
 use crate::config::FederationConfig;
 use crate::guard::GuardedClient;
+use crate::trust::test_trust;
 
 const ASKED: &str = "alice@b.example";
 
@@ -39,7 +40,7 @@ fn upstream_to(uri: &str) -> Upstream {
         ..FederationConfig::default()
     };
     let client = Arc::new(GuardedClient::new(&config).unwrap());
-    let discovery = Arc::new(Discovery::new(client, &config));
+    let discovery = Arc::new(Discovery::new(client, &config, test_trust("")));
     Upstream::new(discovery, NodeSigner::new(our_key(), host("a.example")))
 }
 
@@ -417,6 +418,7 @@ async fn the_receiving_node_authenticates_the_signed_lookup() {
     let discovery = Arc::new(Discovery::new(
         Arc::new(GuardedClient::new(&config).unwrap()),
         &config,
+        test_trust(""),
     ));
     let verifier = crate::node_auth::InboundVerifier::new(discovery, Duration::from_secs(300));
     let authenticated = verifier
@@ -452,10 +454,10 @@ async fn a_delegation_target_the_policy_refuses_is_never_contacted() {
     let discovery = Arc::new(Discovery::with_direct_base(
         client,
         &FederationConfig::default(),
+        test_trust("[trust]\ndeny = [\"evil.example\"]"),
         server.uri().parse().unwrap(),
     ));
-    let upstream = Upstream::new(discovery, NodeSigner::new(our_key(), host("a.example")))
-        .with_delegation_policy(Arc::new(|h: &Host| !h.hostname().ends_with("evil.example")));
+    let upstream = Upstream::new(discovery, NodeSigner::new(our_key(), host("a.example")));
     let err = upstream
         .fetch_lookup(&addr("bob@b.example"))
         .await

@@ -13,8 +13,9 @@ use crate::registry::RegistryError;
 #[derive(Debug, Clone)]
 pub struct InternalError(pub String);
 
-/// `Retry-After` (seconds) of the answer when the database is unavailable.
-const STORE_RETRY_AFTER_SECS: u64 = 5;
+/// `Retry-After` (seconds) of the answers when the database is unavailable or a request
+/// took too long.
+pub(crate) const RETRY_AFTER_SECS: u64 = 5;
 
 /// An error answered with a problem document.
 #[derive(Debug)]
@@ -54,20 +55,20 @@ impl ApiError {
                 kind: ProblemType::Unavailable,
                 detail: "the node's database is unavailable; retry shortly".into(),
                 internal: Some(cause.to_string()),
-                retry_after: Some(STORE_RETRY_AFTER_SECS),
+                retry_after: Some(RETRY_AFTER_SECS),
             }
         } else {
             Self::internal(cause)
         }
     }
 
-    /// 429 with a `Retry-After` header.
-    pub fn rate_limited(wait_secs: u64) -> Self {
+    /// 429 with a `Retry-After` header: too many `what` (e.g. "lookups") from the client.
+    pub fn rate_limited(what: &str, wait_secs: u64) -> Self {
         Self {
             retry_after: Some(wait_secs.max(1)),
             ..Self::new(
                 ProblemType::RateLimited,
-                format!("too many write requests; retry in {} s", wait_secs.max(1)),
+                format!("too many {what}; retry in {} s", wait_secs.max(1)),
             )
         }
     }

@@ -55,6 +55,11 @@ pub(crate) async fn lookup(
                 format!("this node does not accept lookups from {origin}"),
             ));
         }
+        Err(e @ NodeAuthError::DelegationRefused { .. }) => {
+            state.metrics.refused_inbound("delegation_refused");
+            tracing::info!(error = %e, "refused a lookup from a node whose delegation target the trust policy refuses");
+            return Err(ApiError::new(e.problem_type(), e.to_string()));
+        }
         Err(e) => {
             state.metrics.refused_inbound("unauthenticated");
             return Err(ApiError::new(e.problem_type(), e.to_string()));

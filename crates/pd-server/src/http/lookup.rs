@@ -37,6 +37,7 @@ const NO_PRESENCE_TTL: u64 = 60;
         (status = 401, description = "unauthenticated (lookup_access = users)", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 403, description = "refused-by-policy (this node does not federate with the domain) or remote-refused", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown-user, or not-cached (mode=cache-only)", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited: too many lookups from this client, or this node's cap on uncached lookups of the domain (with Retry-After)", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 502, description = "no-pd-node or bad-remote-answer", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 504, description = "remote-unreachable (with Retry-After while the peer is backed off)", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
@@ -147,6 +148,7 @@ pub async fn remote(
         Err(e) => {
             let result = match e {
                 ResolveError::UnknownUser => "not_found",
+                ResolveError::RateLimited { .. } => "rate_limited",
                 ResolveError::DelegationRefused(_) => {
                     state.metrics.refused_lookup("delegation_refused");
                     "refused"
@@ -199,6 +201,18 @@ fn resolve_error(address: &Address, e: ResolveError) -> ApiError {
             ProblemType::NotCached,
             format!("no fresh cached answer for {address} (mode=cache-only)"),
         ),
+        ResolveError::RateLimited {
+            per_second,
+            retry_in,
+        } => ApiError::new(
+            ProblemType::RateLimited,
+            format!(
+                "this node sends at most {per_second} uncached lookups a second to {host}; \
+                 retry in {} s",
+                retry_in.as_secs().max(1)
+            ),
+        )
+        .with_retry_after(retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0)),
         other => ApiError::new(
             ProblemType::RemoteUnreachable,
             format!("the lookup at {host} failed: {other}"),

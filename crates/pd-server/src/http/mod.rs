@@ -1,11 +1,14 @@
 //! The HTTP API: the router, its layers and the handlers, one module per resource.
 //!
 //! Layers, outermost first: request id, tracing, request-id propagation, one layer for the
-//! timeout (503 problem), request metrics and internal-error logging, body limit (413
-//! problem via the JSON extractor). Write routes also carry a per-client-IP rate limit (429 problem).
+//! timeout (503 problem), request metrics and internal-error logging, the request head
+//! limits (414 and 431 problems), body limit (413 problem via the JSON extractor). Write
+//! routes carry a per-client-IP rate limit, and the lookup and WebFinger routes another one
+//! (429 problem with `Retry-After`); see [`limits`].
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 
 mod accounts;
 mod federation;
@@ -35,9 +38,7 @@ use futures::future::BoxFuture;
 use ipnet::IpNet;
 use pd_proto::ProblemType;
 use tower::{Layer, Service, ServiceBuilder};
-use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
-use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{
@@ -56,18 +57,21 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The node's router with all layers; serve it with connect info (`SocketAddr`).
 pub fn router(state: AppState) -> Router {
-    let limits = &state.config.rate_limit;
-    let period = Duration::from_secs(1) / limits.writes_per_second.max(1);
+    let rates = &state.config.rate_limit;
     let client_ip = ClientIpKey::new(state.config.trusted_proxies.clone());
-    let mut governor = GovernorConfigBuilder::default().key_extractor(client_ip.clone());
-    governor
-        .period(period.max(Duration::from_nanos(1)))
-        .burst_size(limits.burst.max(1))
-        .error_handler(rate_limited);
-    // Period and burst are non-zero, so the builder always produces a configuration.
-    let governor = governor
-        .finish()
-        .unwrap_or_else(|| unreachable!("rate limit period and burst are non-zero"));
+    let write_limit = limits::per_client_ip(
+        client_ip.clone(),
+        rates.writes_per_second,
+        rates.burst,
+        "write requests",
+    );
+    // One bucket per client for lookups and WebFinger queries together.
+    let lookup_limit = limits::per_client_ip(
+        client_ip.clone(),
+        rates.lookups_per_second,
+        rates.lookup_burst,
+        "lookups",
+    );
     let writes = Router::new()
         .route("/v1/accounts", post(accounts::create))
         .route("/v1/accounts/{address}/presence", put(presence::put))
@@ -78,21 +82,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{address}/rotate", post(accounts::rotate))
         .route("/v1/accounts/{address}/delete", post(accounts::delete))
         .route("/v1/sessions", post(sessions::create))
-        .route_layer(GovernorLayer {
-            config: Arc::new(governor),
-        });
+        .route_layer(write_limit);
     let reads = Router::new()
-        .route("/v1/lookup/{address}", get(lookup::get))
+        .route(
+            "/v1/lookup/{address}",
+            get(lookup::get).layer(lookup_limit.clone()),
+        )
         .route("/v1/federation/lookup/{address}", get(federation::lookup))
         .route("/v1/whoami", get(whoami::get).layer(Extension(client_ip)))
         .route(
             "/.well-known/webfinger",
             // The CORS layer answers preflights (every OPTIONS) for the route.
-            get(webfinger::get).options(webfinger::options).layer(
-                CorsLayer::new()
-                    .allow_origin(Any)
-                    .allow_methods([Method::GET]),
-            ),
+            get(webfinger::get)
+                .layer(lookup_limit)
+                .options(webfinger::options)
+                .layer(
+                    CorsLayer::new()
+                        .allow_origin(Any)
+                        .allow_methods([Method::GET]),
+                ),
         )
         .route("/healthz", get(well_known::healthz))
         .route("/.well-known/pd", get(well_known::get))
@@ -114,6 +122,7 @@ pub fn router(state: AppState) -> Router {
                     metrics: state.metrics.clone(),
                     timeout,
                 })
+                .layer(limits::HeadLimitsLayer::new(&state.config.limits))
                 .layer(DefaultBodyLimit::max(max_body)),
         )
         .with_state(state)
@@ -239,6 +248,7 @@ where
                     ProblemType::Timeout,
                     "the request took longer than the node allows",
                 )
+                .with_retry_after(error::RETRY_AFTER_SECS)
                 .into_response(),
             };
             if let Some(InternalError(cause)) = response.extensions().get::<InternalError>() {
@@ -357,21 +367,6 @@ impl KeyExtractor for ClientIpKey {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .ok_or(GovernorError::UnableToExtractKey)?;
-        Ok(self.client_ip(peer, req.headers()))
-    }
-}
-
-/// The error answer of the rate limiter, in our problem shape.
-fn rate_limited(e: GovernorError) -> Response {
-    match e {
-        GovernorError::TooManyRequests { wait_time, .. } => {
-            ApiError::rate_limited(wait_time).into_response()
-        }
-        GovernorError::UnableToExtractKey => {
-            ApiError::internal("the client address is unknown").into_response()
-        }
-        GovernorError::Other { msg, .. } => {
-            ApiError::internal(msg.unwrap_or_default()).into_response()
-        }
+        Ok(limits::rate_key(self.client_ip(peer, req.headers())))
     }
 }

@@ -62,7 +62,16 @@ impl CommonResponses {
         };
         problem(
             "503",
-            "timeout: the request took longer than the node's request timeout",
+            "timeout (the request took longer than the node's request timeout) or unavailable \
+             (the store does not answer in time); with Retry-After",
+        );
+        problem(
+            "414",
+            "uri-too-long: the request target exceeds the node's limit",
+        );
+        problem(
+            "431",
+            "headers-too-large: too many header fields, or too large ones",
         );
         if operation.request_body.is_some() {
             problem(

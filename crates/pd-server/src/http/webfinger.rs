@@ -45,6 +45,7 @@ pub(crate) async fn options() -> impl IntoResponse {
         (status = 200, description = "A JRD (application/jrd+json) with the account key and a link to the lookup endpoint"),
         (status = 400, description = "invalid-request: missing or malformed resource", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown-user (also for other domains)", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited: too many lookups from this client (with Retry-After)", body = pd_proto::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {

@@ -16,8 +16,10 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -69,12 +71,35 @@ pub enum StoreError {
     /// The operation needs the shared (PostgreSQL) store.
     #[error("this operation needs the PostgreSQL store")]
     NotShared,
+    /// The embedded database cannot be written: the file or its directory belongs to
+    /// another user or lies on a read-only file system.
+    #[error(
+        "the database {} is read-only for this process (owned by another user, or on a \
+         read-only file system); give the node's user write access to it and its directory",
+        .0.display()
+    )]
+    ReadOnly(PathBuf),
 }
 
 impl StoreError {
-    /// Whether the database could not be reached (rather than refusing an operation).
+    /// Whether the database cannot serve the operation for now (unreachable, read-only,
+    /// full, failing or locked for too long) rather than refusing it: the HTTP edge answers
+    /// 503 `unavailable` with `Retry-After`, never 500.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Closed)
+        use rusqlite::ErrorCode as C;
+        match self {
+            Self::Unavailable(_) | Self::Closed | Self::ReadOnly(_) => true,
+            Self::Db(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::ReadOnly
+                    | C::CannotOpen
+                    | C::DiskFull
+                    | C::SystemIoFailure
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -299,17 +324,26 @@ enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// Longest one operation may take, waiting for a connection included.
+    timeout: Duration,
 }
 
-/// Calls the same method on whichever backend the store has.
+/// Calls the same method on whichever backend the store has, within the store's deadline.
 macro_rules! dispatch {
     ($self:ident, $method:ident($($arg:expr),*)) => {
-        match &$self.backend {
-            Backend::Sqlite(s) => s.$method($($arg),*).await,
-            Backend::Postgres(s) => s.$method($($arg),*).await,
-        }
+        $self.bounded(async {
+            match &$self.backend {
+                Backend::Sqlite(s) => s.$method($($arg),*).await,
+                Backend::Postgres(s) => s.$method($($arg),*).await,
+            }
+        })
+        .await
     };
 }
+
+/// The deadline of one store operation unless the node configures another
+/// (`limits.store_timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
@@ -317,6 +351,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
             backend: Backend::Sqlite(sqlite::SqliteStore::open(path)?),
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
@@ -324,12 +359,25 @@ impl Store {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Ok(Self {
             backend: Backend::Sqlite(sqlite::SqliteStore::open_in_memory()?),
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
     /// Opens the store `spec` names and applies migrations (SQLite on the blocking pool;
-    /// PostgreSQL under an advisory lock, so replicas starting together migrate once).
+    /// PostgreSQL under an advisory lock, so replicas starting together migrate once), with
+    /// the default deadline per operation.
     pub async fn connect(spec: &StoreSpec) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(spec, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with `timeout` as the longest one operation may take, waiting for
+    /// a connection included; a slower one fails with [`StoreError::Unavailable`], so that
+    /// a hung database is answered 503 `unavailable` long before the request deadline.
+    /// PostgreSQL also gets it as its `statement_timeout`.
+    pub async fn connect_with_timeout(
+        spec: &StoreSpec,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let backend = match spec {
             StoreSpec::Sqlite(path) => {
                 let path = path.clone();
@@ -345,9 +393,25 @@ impl Store {
                 .map_err(|e| StoreError::Task(e.to_string()))??;
                 Backend::Sqlite(store)
             }
-            StoreSpec::Postgres(url) => Backend::Postgres(postgres::PgStore::connect(url).await?),
+            StoreSpec::Postgres(url) => {
+                Backend::Postgres(postgres::PgStore::connect(url, timeout).await?)
+            }
         };
-        Ok(Self { backend })
+        Ok(Self { backend, timeout })
+    }
+
+    /// Runs one operation within the store's deadline.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
     }
 
     /// Whether several replicas may share this store (PostgreSQL).
@@ -455,7 +519,7 @@ impl Store {
     ) -> Result<SharedServerKeys, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Err(StoreError::NotShared),
-            Backend::Postgres(s) => s.shared_server_keys(candidate).await,
+            Backend::Postgres(s) => self.bounded(s.shared_server_keys(candidate)).await,
         }
     }
 
@@ -463,7 +527,7 @@ impl Store {
     pub async fn read_server_keys(&self) -> Result<Option<SharedServerKeys>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Err(StoreError::NotShared),
-            Backend::Postgres(s) => s.read_server_keys().await,
+            Backend::Postgres(s) => self.bounded(s.read_server_keys()).await,
         }
     }
 
@@ -478,7 +542,10 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Err(StoreError::NotShared),
-            Backend::Postgres(s) => s.rotate_server_key(new, now_secs, forget_before).await,
+            Backend::Postgres(s) => {
+                self.bounded(s.rotate_server_key(new, now_secs, forget_before))
+                    .await
+            }
         }
     }
 
@@ -511,6 +578,28 @@ pub(crate) fn key32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_that_cannot_write_is_unavailable_not_an_internal_error() {
+        let sqlite = |code| {
+            StoreError::Db(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        for code in [
+            rusqlite::ffi::SQLITE_READONLY,
+            rusqlite::ffi::SQLITE_FULL,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(sqlite(code).is_unavailable(), "{code}");
+        }
+        assert!(StoreError::ReadOnly(PathBuf::from("pd.sqlite3")).is_unavailable());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CONSTRAINT).is_unavailable());
+        assert!(!StoreError::Corrupt("x".into()).is_unavailable());
+    }
 
     #[test]
     fn specs_parse_and_hide_passwords() {

@@ -30,9 +30,8 @@ const MIGRATION_LOCK: i64 = 0x0070_642d_6d69_6772;
 /// Most connections one replica opens.
 const POOL_SIZE: usize = 16;
 
-/// How long to wait for a connection (from the pool or a new one) before the database
-/// counts as unavailable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the migrations at start may take (they wait for other replicas' migrations).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Schema migrations; the table `pd_schema` holds how many have been applied.
 const MIGRATIONS: &[&str] = &[r#"
@@ -133,16 +132,29 @@ impl std::fmt::Debug for PgStore {
 type Client = deadpool_postgres::Object;
 
 impl PgStore {
-    /// Connects to the database named by `url` and applies migrations.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// Connects to the database named by `url` and applies migrations. `timeout` bounds
+    /// the wait for a connection (from the pool, or a new one) and is the sessions'
+    /// `statement_timeout`, so the server gives up a statement (and its locks) no later
+    /// than the node gives up waiting for it; the caller bounds each whole operation by it
+    /// as well, since a hung server answers nothing at all.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Postgres(format!("invalid connection string: {e}")))?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
+            config.connect_timeout(timeout);
         }
         if config.get_application_name().is_none() {
             config.application_name("pd-server");
+        }
+        if config.get_options().is_none() {
+            let millis = timeout.as_millis();
+            // A transaction left open by a node that stopped answering releases its row
+            // locks after a while instead of holding them until its connection dies.
+            config.options(format!(
+                "-c statement_timeout={millis} -c idle_in_transaction_session_timeout={}",
+                millis.saturating_mul(10)
+            ));
         }
         let manager = Manager::from_config(
             config,
@@ -154,13 +166,20 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| StoreError::Postgres(e.to_string()))?;
         let store = Self { pool };
-        store.migrate().await?;
+        tokio::time::timeout(MIGRATION_TIMEOUT, store.migrate())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the migrations did not finish within {}",
+                    humantime::format_duration(MIGRATION_TIMEOUT)
+                ))
+            })??;
         Ok(store)
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     AccountDump, AccountRow, Change, Dump, InviteRow, MAX_KEPT_ROTATIONS, PresenceRow, SessionRow,
@@ -77,11 +77,73 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Option<Connection>>>,
 }
 
+/// What an SQLite database file holds, looked at without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// There is no file.
+    Missing,
+    /// The file is empty or holds no table: a database that was never set up (or was
+    /// truncated).
+    Empty,
+    /// The file holds a schema.
+    Initialised,
+}
+
+/// Looks at the database file at `path` without creating or changing it.
+pub fn file_state(path: &Path) -> Result<FileState, StoreError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileState::Missing),
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+        Ok(meta) if meta.len() == 0 => return Ok(FileState::Empty),
+        Ok(_) => {}
+    }
+    // Read through SQLite (not the file's bytes), so that tables still in the WAL count.
+    let tables = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| {
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    Ok(match tables {
+        Ok(0) => FileState::Empty,
+        Ok(_) => FileState::Initialised,
+        // A file that cannot even be read here (a read-only directory, say) is not known to
+        // be empty: opening it for real reports what is wrong with it.
+        Err(e) => {
+            tracing::debug!(error = %e, path = %path.display(), "could not look into the database");
+            FileState::Initialised
+        }
+    })
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Opens (creating if needed) the database at `path` and applies migrations. A file
+    /// the node cannot write (owned by another user, or on a read-only file system) is
+    /// refused with [`StoreError::ReadOnly`] rather than opened read-only, where every
+    /// write would fail.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::init(conn, true)
+        if conn.is_readonly(MAIN_DB)? {
+            return Err(StoreError::ReadOnly(path.to_owned()));
+        }
+        Self::init(conn, true).map_err(|e| match e {
+            // Switching to WAL or migrating writes to the file and the directory: a read-only
+            // one fails here even when the file itself could be opened for writing.
+            StoreError::Db(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ReadOnly =>
+            {
+                StoreError::ReadOnly(path.to_owned())
+            }
+            other => other,
+        })
     }
 
     /// An in-memory database, for tests.

@@ -305,8 +305,11 @@ async fn concurrent_publishes_with_one_seq_store_exactly_one() {
 #[tokio::test]
 async fn slow_requests_time_out_with_a_problem() {
     use futures::StreamExt as _;
-    let node =
-        TestNode::start_with(|c| c.limits.request_timeout = Duration::from_millis(300)).await;
+    let node = TestNode::start_with(|c| {
+        c.limits.request_timeout = Duration::from_millis(300);
+        c.limits.store_timeout = Duration::from_millis(200);
+    })
+    .await;
     let alice = User::new("alice");
     alice.register(&node).await;
     let chunks = futures::stream::iter([false, true]).then(|slow| async move {
@@ -323,5 +326,6 @@ async fn slow_requests_time_out_with_a_problem() {
         .send()
         .await
         .unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
     assert_problem(resp, 503, ProblemType::Timeout).await;
 }

@@ -227,19 +227,34 @@ async fn migrate_moves_an_embedded_node_into_postgres_with_its_key() {
     server.shutdown().await.unwrap();
 
     let db_file = data_dir.join("pd.sqlite3");
-    let migrate = |to: String| {
+    let migrate_from = |from: &std::path::Path, to: &str| {
+        // Without --config or --data-dir, as in issue 12: the key is found next to the
+        // database file.
         pd_server::cli::Cli::try_parse_from([
             "pd-server",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
             "migrate",
             "--from",
-            db_file.to_str().unwrap(),
+            from.to_str().unwrap(),
             "--to",
-            &to,
+            to,
         ])
         .unwrap()
     };
+    let migrate = |to: String| migrate_from(&db_file, &to);
+
+    // A copy of the database without its server key is refused before anything is
+    // copied: the domain would lose its identity.
+    let bare = tempfile::tempdir().unwrap();
+    let bare_file = bare.path().join("pd.sqlite3");
+    std::fs::copy(&db_file, &bare_file).unwrap();
+    let refused = pd_server::cli::run(migrate_from(&bare_file, &db.url)).await;
+    let refused = format!("{:#}", refused.unwrap_err());
+    assert!(refused.contains("no server key found"), "{refused}");
+    let store = db.store().await;
+    assert!(store.read_server_keys().await.unwrap().is_none());
+    assert!(store.account("alice").await.unwrap().is_none());
+    store.close().await.unwrap();
+
     pd_server::cli::run(migrate(db.url.clone())).await.unwrap();
     // Once only: the target now holds accounts.
     let again = pd_server::cli::run(migrate(db.url.clone())).await;
@@ -399,4 +414,186 @@ async fn acknowledged_writes_survive_kill_9_of_a_replica() {
         .await
         .unwrap();
     assert_eq!(found["presence"], serde_json::to_value(&signed).unwrap());
+}
+
+/// `db`'s URL with its host and port replaced by `addr` (a proxy in front of it).
+fn url_through(db: &TestDb, addr: std::net::SocketAddr) -> String {
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_host(Some(&addr.ip().to_string())).unwrap();
+    url.set_port(Some(addr.port())).unwrap();
+    url.to_string()
+}
+
+fn db_addr(db: &TestDb) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs as _;
+    let url = url::Url::parse(&db.url).unwrap();
+    (url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// Regression (issue 12): a hung database (its processes stopped: here a proxy that stops
+/// forwarding) no longer stalls requests for the whole request deadline. Writes, uncached
+/// lookups and `/healthz` answer within the store timeout: 503 `unavailable` with
+/// `Retry-After`, and `/healthz` its Health body. When the database answers again, so does
+/// the node.
+#[tokio::test]
+async fn a_hung_database_is_answered_with_503_within_the_store_timeout() {
+    let Some(db) =
+        pg::database("replicas::a_hung_database_is_answered_with_503_within_the_store_timeout")
+            .await
+    else {
+        return;
+    };
+    let proxy = crate::proxy::HangingProxy::start(db_addr(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path());
+    config.store = Some(url_through(&db, proxy.addr()).parse().unwrap());
+    config.lookup_access = LookupAccess::Public;
+    config.limits.store_timeout = Duration::from_secs(1);
+    let node = TestNode::bind(config, dir).await;
+    User::new("alice").register(&node).await;
+
+    proxy.hang();
+    let bound = Duration::from_millis(2500);
+    let started = std::time::Instant::now();
+    let resp = node
+        .post("/v1/accounts", &User::new("carol").registration())
+        .await;
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_problem(resp, 503, ProblemType::Unavailable).await;
+
+    let started = std::time::Instant::now();
+    let resp = node.lookup("dave@localhost", None).await;
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_problem(resp, 503, ProblemType::Unavailable).await;
+
+    let started = std::time::Instant::now();
+    let resp = node.get("/healthz").await;
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(health["status"], "unavailable");
+    assert_eq!(health["store"], "error");
+
+    proxy.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = node.get("/healthz").await;
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    User::new("carol").register(&node).await;
+}
+
+/// Regression (issue 12): `pd-server server-key rotate` while three replicas run. Each
+/// replica publishes the new key within `server_key_reload` and signs with it once every
+/// replica publishes it; a peer that cached the old key set fetches it again at the first
+/// request signed with the new key. No lookup fails at any moment, and nothing restarts.
+#[tokio::test]
+async fn a_key_rotation_reaches_running_replicas_without_a_failed_request() {
+    let Some(db) =
+        pg::database("replicas::a_key_rotation_reaches_running_replicas_without_a_failed_request")
+            .await
+    else {
+        return;
+    };
+    let reload = Duration::from_millis(200);
+    // The peer p.test reaches r.test at the first replica, whose port is picked first.
+    let first_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peer = TestNode::start_with(|c| {
+        c.domain = pd_proto::Host::parse("p.test").unwrap();
+        c.federation.peers = vec![
+            format!("r.test=http://127.0.0.1:{first_port}")
+                .parse()
+                .unwrap(),
+        ];
+    })
+    .await;
+    let bob = User::at("bob", "p.test");
+    bob.register(&peer).await;
+    bob.publish(&peer, 3600).await;
+    let replica_of_r = |port: u16| {
+        let peer_url = peer.url.clone();
+        replica(&db, move |c| {
+            c.domain = pd_proto::Host::parse("r.test").unwrap();
+            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            c.lookup_access = LookupAccess::Public;
+            c.server_key_reload = reload;
+            c.federation.peers = vec![format!("p.test={peer_url}").parse().unwrap()];
+        })
+    };
+    let r1 = replica_of_r(first_port).await;
+    let (r2, r3) = tokio::join!(replica_of_r(0), replica_of_r(0));
+    let replicas = [&r1, &r2, &r3];
+    // Lookups through every replica, each signed by it and verified by the peer.
+    let failures = || async {
+        let mut failed = Vec::new();
+        for r in replicas {
+            let resp = r
+                .client
+                .get(format!("{}/v1/lookup/bob@p.test?mode=refresh", r.url))
+                .send()
+                .await
+                .unwrap();
+            if resp.status() != StatusCode::OK {
+                failed.push(format!("{} {}", r.url, resp.text().await.unwrap()));
+            }
+        }
+        failed
+    };
+    assert_eq!(failures().await, Vec::<String>::new());
+    let old_id = server_keys(&r1).await[0].clone();
+
+    let rotate = pd_server::cli::Cli::try_parse_from([
+        "pd-server",
+        "--store",
+        &db.url,
+        "server-key",
+        "rotate",
+    ])
+    .unwrap();
+    pd_server::cli::run(rotate).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut failed = Vec::new();
+    let mut lookups = 0;
+    loop {
+        failed.extend(failures().await);
+        lookups += replicas.len();
+        let switched = replicas
+            .iter()
+            .all(|r| r.server.state().server_keys.signing_id() != old_id);
+        if switched || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "{} of {lookups} lookups failed during the rotation",
+        failed.len()
+    );
+    for r in replicas {
+        let keys = server_keys(r).await;
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert_ne!(keys[0], old_id);
+        assert_eq!(keys[1], old_id);
+        assert_eq!(r.server.state().server_keys.signing_id(), keys[0]);
+    }
+    assert_eq!(failures().await, Vec::<String>::new());
 }

@@ -68,6 +68,7 @@ async fn writes_are_rate_limited_per_client_but_reads_are_not() {
         c.rate_limit = RateLimit {
             writes_per_second: 1,
             burst: 2,
+            ..c.rate_limit.clone()
         }
     })
     .await;

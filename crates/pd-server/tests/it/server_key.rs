@@ -181,6 +181,12 @@ async fn a_rotated_key_is_published_with_the_retired_one_which_still_verifies() 
 #[tokio::test]
 async fn retired_keys_past_their_validity_are_dropped_at_start() {
     let dir = tempfile::tempdir().unwrap();
+    // An initialised data directory: a database besides the keys.
+    pd_server::store::Store::open(&dir.path().join("pd.sqlite3"))
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     let now = now_secs();
     server_keys::rotate(dir.path(), now - 3600).unwrap();
     let expired = server_keys::rotate(dir.path(), now - 3600).unwrap();

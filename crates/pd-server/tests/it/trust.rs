@@ -346,6 +346,14 @@ fn trust_export_and_import_round_trip() {
     assert!(out.status.success());
     let csv = String::from_utf8(out.stdout).unwrap();
     assert!(csv.contains("spam.example"), "{csv}");
+    // Regression (issue 12): the private reason never reaches the shared list.
+    assert!(!csv.contains("spam wave"), "{csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.ends_with(",suspend,false,false,,false")),
+        "{csv}"
+    );
     let list = dir.path().join("blocks.csv");
     std::fs::write(&list, &csv).unwrap();
     let out = pd_server()
