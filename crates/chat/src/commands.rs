@@ -375,8 +375,8 @@ fn print_lookup(
     out: &mut dyn Write,
 ) -> Result<(), ChatError> {
     let now = now_secs();
-    let response = &found.response;
-    let live = found.presence.as_ref().filter(|p| p.is_live(now));
+    let response = found.response();
+    let live = found.presence().filter(|p| p.is_live(now));
     if json {
         // The answer as the node sent it (signed envelope included, so scripts can verify
         // it themselves), plus the fields this client derived from it after verification.
@@ -400,7 +400,7 @@ fn print_lookup(
                     "stored_age_secs".into(),
                     now.saturating_sub(stored_at).into(),
                 );
-                let expired = found.presence.as_ref().filter(|p| !p.is_live(now));
+                let expired = found.presence().filter(|p| !p.is_live(now));
                 let expired_endpoints: Vec<&str> = expired
                     .map(|p| p.endpoints.iter().map(Endpoint::as_str).collect())
                     .unwrap_or_default();
@@ -420,7 +420,7 @@ fn print_lookup(
             text.push_str(&format!("  {label:<12} {}\n", endpoint.as_str()));
         }
     };
-    match (live, &found.presence) {
+    match (live, found.presence()) {
         (Some(presence), _) => {
             text.push_str(&format!(
                 "  status:      online until {}\n",

@@ -230,7 +230,7 @@ async fn open(
         let now = now_secs();
         let retry = match &answer {
             Answer::Live(found) => {
-                matches!(found.response.source, Source::Cache | Source::Stale) && mode.is_none()
+                matches!(found.source(), Source::Cache | Source::Stale) && mode.is_none()
             }
             Answer::Stored { contact, why } => {
                 console.status(format!(
@@ -241,7 +241,7 @@ async fn open(
             }
         };
         let found = answer.lookup();
-        let endpoints: Vec<Endpoint> = match (&found.presence, &answer) {
+        let endpoints: Vec<Endpoint> = match (found.presence(), &answer) {
             (Some(presence), _) if presence.is_live(now) => presence.endpoints.clone(),
             (Some(presence), Answer::Stored { .. }) => {
                 console.status(format!(

@@ -598,7 +598,7 @@ async fn check_peer(
     // A cached answer may predate a key rotation: ask the peer's home node again.
     if let Answer::Live(found) = &answer
         && *found.public_key() != cert.key
-        && matches!(found.response.source, Source::Cache | Source::Stale)
+        && matches!(found.source(), Source::Cache | Source::Stale)
     {
         answer = lookup(Some(LookupMode::Refresh)).await?;
     }

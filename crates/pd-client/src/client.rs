@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pd_proto::rotation::{link_known_key, verify_rotation_chain};
+use pd_proto::Presence;
 use pd_proto::wire::{
     AccountInfo, Health, LoginResponse, LookupResponse, PublishResponse, RegisterRequest,
-    RotateRequest, RotationProof, WellKnown, WhoamiResponse,
+    RotateRequest, WellKnown, WhoamiResponse,
 };
 use pd_proto::{
-    Address, Deletion, Login, Presence, Problem, PublicKey, RotationError, Signed, Withdrawal,
+    Address, Deletion, Login, Problem, PublicKey, Signed, VerifiedLookup, Withdrawal,
+    verify_lookup_answer,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -89,48 +90,6 @@ impl LookupMode {
             Self::CacheOnly => "cache-only",
             Self::Refresh => "refresh",
         }
-    }
-}
-
-/// A lookup answer whose presence record verified under the answer's key for the asked
-/// address, and whose key-rotation proofs form a chain ending at that key.
-#[derive(Debug, Clone)]
-pub struct VerifiedLookup {
-    /// The answer as received.
-    pub response: LookupResponse,
-    /// The decoded, verified presence record, if the answer carries one.
-    pub presence: Option<Presence>,
-}
-
-impl VerifiedLookup {
-    /// Whether the user has a presence record that is still valid at `now_secs`.
-    pub fn is_online(&self, now_secs: u64) -> bool {
-        self.presence.as_ref().is_some_and(|p| p.is_live(now_secs))
-    }
-
-    /// The user's current key.
-    pub fn public_key(&self) -> &PublicKey {
-        &self.response.public_key
-    }
-
-    /// The proofs of the user's most recent key rotations, oldest first; the last one
-    /// introduces [`VerifiedLookup::public_key`]. Empty when the key was never rotated.
-    pub fn rotations(&self) -> &[RotationProof] {
-        &self.response.rotations
-    }
-
-    /// Whether `known`, a key of this user remembered from earlier (trust on first use),
-    /// leads to the current key: `Ok(0)` when it is the current key, `Ok(n)` when the
-    /// answer proves `n` rotations from it to the current key, and
-    /// [`RotationError::Unlinked`] when nothing links them (a key change the user did not
-    /// sign, or one older than the proofs a node keeps).
-    pub fn rotated_from(&self, known: &PublicKey) -> Result<usize, RotationError> {
-        link_known_key(
-            &self.response.address,
-            known,
-            &self.response.rotations,
-            &self.response.public_key,
-        )
     }
 }
 
@@ -305,12 +264,10 @@ impl PdClient {
             request = request.header(AUTHORIZATION, value);
         }
         let response: LookupResponse = self.execute(request, &url).await?;
-        let presence =
-            verify_lookup(address, &response).map_err(|reason| ClientError::Verification {
-                url: url.to_string(),
-                reason,
-            })?;
-        Ok(VerifiedLookup { response, presence })
+        verify_lookup_answer(address, response).map_err(|reason| ClientError::Verification {
+            url: url.to_string(),
+            reason: reason.into(),
+        })
     }
 
     /// `GET /v1/whoami`: the address the node sees this client coming from (its IP, and
@@ -524,28 +481,6 @@ fn check_account(
         return refuse(VerifyError::Fingerprint(info.fingerprint.clone()));
     }
     Ok(())
-}
-
-/// Checks a lookup answer for `asked`: it is about exactly `asked`, its key-rotation proofs
-/// form a chain that ends at its key ([`verify_rotation_chain`]), and its presence record
-/// verifies under that key. Returns the decoded presence record.
-pub fn verify_lookup(
-    asked: &Address,
-    response: &LookupResponse,
-) -> Result<Option<Presence>, VerifyError> {
-    if &response.address != asked {
-        return Err(VerifyError::AddressMismatch {
-            asked: asked.to_string(),
-            answered: response.address.to_string(),
-        });
-    }
-    verify_rotation_chain(asked, &response.rotations, &response.public_key)?;
-    response
-        .presence
-        .as_ref()
-        .map(|signed| signed.verify(&response.public_key, asked))
-        .transpose()
-        .map_err(VerifyError::from)
 }
 
 #[cfg(test)]

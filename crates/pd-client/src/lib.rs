@@ -14,6 +14,7 @@ mod error;
 
 pub use client::{
     ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, LookupMode, MAX_RESPONSE_BYTES,
-    PdClient, VerifiedLookup, insecure_warning_needed, verify_lookup,
+    PdClient, insecure_warning_needed,
 };
 pub use error::{ClientError, TransportKind, VerifyError};
+pub use pd_proto::{LookupAnswerError, VerifiedLookup, verify_lookup_answer};

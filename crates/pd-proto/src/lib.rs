@@ -9,6 +9,7 @@
 pub mod address;
 pub mod chat;
 pub mod keys;
+pub mod lookup;
 pub mod node_auth;
 #[cfg(feature = "openapi")]
 pub mod openapi;
@@ -20,6 +21,7 @@ pub mod wire;
 
 pub use address::{Address, AddressError, Host, HostKind, Name};
 pub use keys::{KeyError, PublicKey, SecretKey, Signature};
+pub use lookup::{LookupAnswerError, VerifiedLookup, verify_lookup_answer};
 pub use problem::{Problem, ProblemType};
 pub use records::{
     Deletion, Endpoint, Login, Presence, RecordError, Registration, Rotation, Withdrawal,
