@@ -79,18 +79,7 @@ pub enum ResolveError {
     },
 }
 
-/// How a lookup may use the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LookupMode {
-    /// Answer from the cache when fresh, otherwise fetch (serving stale on failure).
-    #[default]
-    Normal,
-    /// Answer only from a fresh cache entry (an expired one is not served); never
-    /// contact the remote node.
-    CacheOnly,
-    /// Bypass the cache: always fetch, and store the new answer.
-    Refresh,
-}
+pub use pd_proto::lookup::LookupMode;
 
 /// A successful lookup.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use pd_proto::wire::{LookupResponse, Source};
-use pd_proto::{Address, Problem, ProblemType, VerifiedLookup, verify_lookup_answer};
+use pd_proto::{Address, Problem, ProblemType, VerifiedLookup, paths, verify_lookup_answer};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
 use crate::destination_limit::DestinationLimit;
@@ -19,9 +19,6 @@ use crate::error::{DiscoveryError, OutboundError};
 use crate::guard::decode_json;
 use crate::node_auth::NodeSigner;
 use crate::resolver::{ResolveError, UpstreamLookup};
-
-/// API path of the federation lookup endpoint, before the encoded address.
-pub const FEDERATION_LOOKUP_PATH: &str = "/v1/federation/lookup/";
 
 /// Fetches lookups from remote nodes on behalf of this node.
 #[derive(Clone)]
@@ -60,10 +57,7 @@ impl Upstream {
 
     /// The path and query of the federation lookup of `addr`, as sent and signed.
     pub fn lookup_path(addr: &Address) -> String {
-        format!(
-            "{FEDERATION_LOOKUP_PATH}{}",
-            encode_segment(&addr.to_string())
-        )
+        paths::fill(paths::FEDERATION_LOOKUP, &encode_segment(&addr.to_string()))
     }
 
     /// Looks `addr` up at its home node and verifies the answer.

@@ -7,12 +7,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;
+pub mod admin;
 pub mod chat;
 pub mod keys;
 pub mod lookup;
 pub mod node_auth;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod paths;
 pub mod problem;
 pub mod records;
 pub mod rotation;
@@ -21,7 +23,7 @@ pub mod wire;
 
 pub use address::{Address, AddressError, Host, HostKind, Name};
 pub use keys::{KeyError, PublicKey, SecretKey, Signature};
-pub use lookup::{LookupAnswerError, VerifiedLookup, verify_lookup_answer};
+pub use lookup::{LookupAnswerError, LookupMode, VerifiedLookup, verify_lookup_answer};
 pub use problem::{Problem, ProblemType};
 pub use records::{
     Deletion, Endpoint, Login, Presence, RecordError, Registration, Rotation, Withdrawal,

@@ -1,7 +1,8 @@
 //! The lookup answer as a reader may rely on it: [`verify_lookup_answer`], the one check
 //! every reader of a [`LookupResponse`] applies (the client, the node relaying another
 //! node's answer, the fuzz targets), and [`VerifiedLookup`], the only way to hold an answer
-//! that passed it.
+//! that passed it. Also the lookup's query vocabulary ([`LookupMode`]) and the fast
+//! writer of a node's answer about its own user ([`LookupResponse::write_local`]).
 
 use crate::rotation::{link_known_key, verify_rotation_chain};
 use crate::wire::{LookupResponse, RotationProof, Source};
@@ -139,5 +140,181 @@ impl VerifiedLookup {
     pub fn with_source(mut self, source: Source) -> Self {
         self.response.source = source;
         self
+    }
+}
+
+/// How a node answers a lookup of another domain's user: the `mode` query parameter of
+/// `GET /v1/lookup/{address}` (absent means normal). A node's own users are answered the
+/// same way in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LookupMode {
+    /// Use the cache when fresh, ask the user's home node otherwise (serving a stale answer
+    /// if it fails).
+    #[default]
+    Normal,
+    /// Answer from a fresh cache entry only (an expired one is not served); never contact
+    /// the home node.
+    CacheOnly,
+    /// Ask the user's home node even when the cache is fresh, and store the new answer.
+    Refresh,
+}
+
+impl LookupMode {
+    /// The name of the query parameter.
+    pub const QUERY_PARAMETER: &'static str = "mode";
+
+    /// The value of the query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::CacheOnly => "cache-only",
+            Self::Refresh => "refresh",
+        }
+    }
+
+    /// The mode a query parameter value names, if any.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Normal, Self::CacheOnly, Self::Refresh]
+            .into_iter()
+            .find(|mode| mode.as_str() == value)
+    }
+}
+
+impl LookupResponse {
+    /// Writes, to `out`, the answer about one of a node's own users from what the node
+    /// stores: the presence envelope and the rotation proofs as JSON text, placed as they
+    /// are (no parsing, no re-serialising). `presence` is `None` without a record,
+    /// `rotations` is `None` when the key was never rotated (the member is then absent).
+    /// The bytes are those `serde_json` writes for the same [`LookupResponse`] with
+    /// `source: "local"` (a test holds them to it).
+    pub fn write_local(
+        out: &mut Vec<u8>,
+        address: &Address,
+        public_key: &PublicKey,
+        presence: Option<&str>,
+        rotations: Option<&str>,
+        ttl: u64,
+    ) -> Result<(), serde_json::Error> {
+        use std::io::Write as _;
+        out.reserve(160 + presence.map_or(4, str::len) + rotations.map_or(0, |r| r.len() + 14));
+        // Addresses and keys serialise as JSON strings without characters that need
+        // escaping, but go through serde anyway so the output is valid JSON by construction.
+        out.extend_from_slice(b"{\"address\":");
+        serde_json::to_writer(&mut *out, address)?;
+        out.extend_from_slice(b",\"public_key\":");
+        serde_json::to_writer(&mut *out, public_key)?;
+        out.extend_from_slice(b",\"presence\":");
+        out.extend_from_slice(presence.unwrap_or("null").as_bytes());
+        if let Some(rotations) = rotations {
+            out.extend_from_slice(b",\"rotations\":");
+            out.extend_from_slice(rotations.as_bytes());
+        }
+        out.extend_from_slice(b",\"source\":\"local\",\"ttl\":");
+        write!(out, "{ttl}}}").map_err(serde_json::Error::io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Endpoint, Rotation, SecretKey, Signed};
+
+    fn address() -> Address {
+        Address::parse("alice@a.example").unwrap()
+    }
+
+    fn answer(with_presence: bool, with_rotation: bool) -> LookupResponse {
+        let (old, new) = (
+            SecretKey::from_seed(&[1; 32]),
+            SecretKey::from_seed(&[2; 32]),
+        );
+        let presence = with_presence.then(|| {
+            Signed::sign(
+                &new,
+                &Presence {
+                    address: address(),
+                    endpoints: vec![Endpoint::parse("tcp://192.0.2.1:7000").unwrap()],
+                    seq: 1_700_000_000_000_000,
+                    expires_at: 1_700_000_600,
+                },
+            )
+        });
+        let rotations = if with_rotation {
+            let rotation = Signed::sign(
+                &old,
+                &Rotation {
+                    address: address(),
+                    new_key: new.public(),
+                    seq: 1_600_000_000_000_000,
+                },
+            );
+            let countersignature = rotation.countersign(&new, &address());
+            vec![RotationProof::new(old.public(), rotation, countersignature)]
+        } else {
+            Vec::new()
+        };
+        LookupResponse {
+            address: address(),
+            public_key: new.public(),
+            presence,
+            rotations,
+            source: Source::Local,
+            ttl: 42,
+        }
+    }
+
+    #[test]
+    fn the_local_writer_writes_what_serde_writes() {
+        for (with_presence, with_rotation) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let expected = answer(with_presence, with_rotation);
+            let presence = expected
+                .presence
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap());
+            let rotations = (!expected.rotations.is_empty())
+                .then(|| serde_json::to_string(&expected.rotations).unwrap());
+            let mut written = Vec::new();
+            LookupResponse::write_local(
+                &mut written,
+                &expected.address,
+                &expected.public_key,
+                presence.as_deref(),
+                rotations.as_deref(),
+                expected.ttl,
+            )
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(written.clone()).unwrap(),
+                serde_json::to_string(&expected).unwrap(),
+                "presence {with_presence}, rotation {with_rotation}"
+            );
+            let read: LookupResponse = serde_json::from_slice(&written).unwrap();
+            assert_eq!(
+                serde_json::to_value(read).unwrap(),
+                serde_json::to_value(&expected).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_writer_answers_verify_and_lookup_modes_parse_back() {
+        let written = answer(true, true);
+        let verified = verify_lookup_answer(&address(), written.clone()).unwrap();
+        assert_eq!(
+            verified.rotated_from(&SecretKey::from_seed(&[1; 32]).public()),
+            Ok(1)
+        );
+        assert!(verified.presence().is_some());
+        for mode in [
+            LookupMode::Normal,
+            LookupMode::CacheOnly,
+            LookupMode::Refresh,
+        ] {
+            assert_eq!(LookupMode::parse(mode.as_str()), Some(mode));
+        }
+        assert_eq!(LookupMode::parse("Refresh"), None);
     }
 }

@@ -6,13 +6,12 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use std::io::Write as _;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use pd_federation::resolver::{LookupMode, ResolveError};
-use pd_proto::wire::Source;
-use pd_proto::{Address, ProblemType, now_micros};
+use pd_federation::resolver::ResolveError;
+use pd_proto::wire::{LookupResponse, Source};
+use pd_proto::{Address, LookupMode, ProblemType, now_micros};
 
 use super::error::ApiError;
 use super::extract::{AddressPath, bearer_token};
@@ -25,7 +24,7 @@ const NO_PRESENCE_TTL: u64 = 60;
 
 /// `GET /v1/lookup/{address}`: a user's key and current presence record.
 #[utoipa::path(
-    get, path = "/v1/lookup/{address}", tag = "lookup",
+    get, path = pd_proto::paths::LOOKUP, tag = "lookup",
     params(
         ("address" = String, Path, description = "The address to look up"),
         ("mode" = Option<String>, Query, description = "normal (default), cache-only or refresh; only for other domains' users"),
@@ -86,23 +85,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ModeQuery {
         let query = parts.uri.query().unwrap_or_default();
         let mut mode = LookupMode::Normal;
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if key != "mode" {
+            if key != LookupMode::QUERY_PARAMETER {
                 continue;
             }
-            mode = match &*value {
-                "normal" => LookupMode::Normal,
-                "cache-only" => LookupMode::CacheOnly,
-                "refresh" => LookupMode::Refresh,
-                other => {
-                    return Err(ApiError::new(
-                        ProblemType::InvalidRequest,
-                        format!(
-                            "mode must be normal, cache-only or refresh, not {:?}",
-                            other.chars().take(40).collect::<String>()
-                        ),
-                    ));
-                }
-            };
+            mode = LookupMode::parse(&value).ok_or_else(|| {
+                ApiError::new(
+                    ProblemType::InvalidRequest,
+                    format!(
+                        "mode must be normal, cache-only or refresh, not {:?}",
+                        value.chars().take(40).collect::<String>()
+                    ),
+                )
+            })?;
         }
         Ok(Self(mode))
     }
@@ -253,27 +247,13 @@ pub async fn local(state: &AppState, address: &Address) -> Result<Response, ApiE
     state.metrics.lookup("local", "found");
     let now = now_micros() / 1_000_000;
     let (presence, ttl) = match &found.presence {
-        Some(p) => (&*p.envelope, p.expires_at.saturating_sub(now)),
-        None => ("null", NO_PRESENCE_TTL),
+        Some(p) => (Some(&*p.envelope), p.expires_at.saturating_sub(now)),
+        None => (None, NO_PRESENCE_TTL),
     };
-    // Addresses and keys serialise as JSON strings without characters that need escaping,
-    // but go through serde anyway so the output is valid JSON by construction. One buffer,
-    // written in place.
     let rotations = found.rotations.as_ref().map(|r| &*r.json);
-    let mut body = Vec::with_capacity(160 + presence.len() + rotations.map_or(0, |r| r.len() + 14));
-    body.extend_from_slice(b"{\"address\":");
-    serde_json::to_writer(&mut body, address).map_err(ApiError::internal)?;
-    body.extend_from_slice(b",\"public_key\":");
-    serde_json::to_writer(&mut body, &found.key).map_err(ApiError::internal)?;
-    body.extend_from_slice(b",\"presence\":");
-    body.extend_from_slice(presence.as_bytes());
-    // The kept rotation proofs, as stored; the member is absent when there are none.
-    if let Some(rotations) = rotations {
-        body.extend_from_slice(b",\"rotations\":");
-        body.extend_from_slice(rotations.as_bytes());
-    }
-    body.extend_from_slice(b",\"source\":\"local\",\"ttl\":");
-    write!(body, "{ttl}}}").map_err(ApiError::internal)?;
+    let mut body = Vec::new();
+    LookupResponse::write_local(&mut body, address, &found.key, presence, rotations, ttl)
+        .map_err(ApiError::internal)?;
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
