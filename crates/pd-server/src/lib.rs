@@ -11,6 +11,7 @@ pub mod admin;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod doctor;
 pub mod federation;
 pub mod healthcheck;

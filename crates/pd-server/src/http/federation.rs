@@ -75,5 +75,6 @@ pub(crate) async fn lookup(
         ));
     }
     tracing::debug!(remote.host = %origin, %address, "answering a node-to-node lookup");
-    lookup::local(&state, &address).await
+    let answer = state.directory.local(&address).await?;
+    lookup::json(&answer)
 }

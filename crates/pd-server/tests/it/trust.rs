@@ -150,9 +150,7 @@ async fn a_deny_added_at_runtime_takes_effect_for_cached_answers() {
         assert!(!problem.detail.contains("spam"), "{}", problem.detail);
     }
     // The cached answer was dropped, not merely hidden.
-    let cache = a.server.state().federation.resolver.cache();
-    cache.run_pending_tasks().await;
-    assert_eq!(cache.entry_count(), 0);
+    assert_eq!(a.server.state().federation.cached_answers().await, 0);
 
     // The admin surface explains and exports the policy in force.
     let explained: Value = client
