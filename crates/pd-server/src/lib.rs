@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cli;
+mod cmd;
 pub mod config;
 pub mod directory;
 pub mod doctor;
