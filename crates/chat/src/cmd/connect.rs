@@ -12,13 +12,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use super::listen::LEAVE_TIMEOUT;
 use crate::account::{Account, Answer, now_secs};
 use crate::console::{
     CONNECT_COMMANDS, Console, HELP, Input, InputMode, Line, Signal, Signals, View, parse_line,
 };
 use crate::contacts::age;
 use crate::error::ChatError;
-use crate::listen::LEAVE_TIMEOUT;
 use crate::peer::PeerError;
 use crate::peer::cert::IdentityCert;
 use crate::peer::frame::check_text;
