@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 use pd_proto::wire::{ServerKey, WellKnown};
-use pd_proto::{Host, PublicKey, paths};
+use pd_proto::{Host, PublicKey, now_secs, paths};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 use url::Url;
@@ -575,10 +575,6 @@ fn discovery_error(domain: &Host, err: OutboundError) -> DiscoveryError {
         }
         _ => DiscoveryError::Invalid { domain, reason },
     }
-}
-
-fn now_secs() -> u64 {
-    pd_proto::now_micros() / 1_000_000
 }
 
 #[cfg(test)]

@@ -48,3 +48,8 @@ pub fn now_micros() -> u64 {
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// The current time as whole seconds since the Unix epoch (the unit of `expires_at`).
+pub fn now_secs() -> u64 {
+    now_micros() / 1_000_000
+}

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::federation::{admin_url, found, lookup_mode, network, requests_to, user_with_presence};
-use crate::util::assert_problem;
+use crate::util::{assert_problem, pd_server};
 
 fn entry(domain: &str) -> Entry {
     Entry::new(pd_federation::trust::DomainPattern::parse(domain).unwrap())
@@ -201,10 +201,6 @@ async fn a_deny_added_at_runtime_takes_effect_for_cached_answers() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(found(a, "bob@b.test", None).await["source"], "remote");
-}
-
-fn pd_server() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pd-server"))
 }
 
 fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
