@@ -97,7 +97,7 @@ impl Node {
             .await
             .context("the lookup answer did not verify")?;
         ensure!(
-            verified.presence.is_some(),
+            verified.presence().is_some(),
             "the lookup answer has no presence record"
         );
 

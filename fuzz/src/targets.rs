@@ -194,19 +194,20 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// The lookup-answer verifiers, the node's (`pd_federation::upstream::verify_answer`) and
-/// the client's (`pd_client::verify_lookup`), on an answer to a lookup of
-/// `alice@example.com`: an answer the node accepts is about exactly that address, its
-/// lifetime was not lengthened, a presence record it keeps verifies, and the client accepts
-/// it too.
+/// The lookup-answer check, the client's (`pd_proto::verify_lookup_answer`) and the node's
+/// stricter reading of it (`pd_federation::upstream::verify_answer`), on an answer to a
+/// lookup of `alice@example.com`: an answer the node accepts is about exactly that address,
+/// its lifetime was not lengthened, a presence record it keeps verifies, and the client
+/// accepts it too.
 pub fn lookup_answer(data: &[u8]) {
     let Ok(answer) = serde_json::from_slice::<LookupResponse>(data) else {
         return;
     };
-    let client = pd_client::verify_lookup(&ADDRESS, &answer);
+    let client = pd_proto::verify_lookup_answer(&ADDRESS, answer.clone());
     let Ok(accepted) = pd_federation::upstream::verify_answer(&ADDRESS, answer.clone()) else {
         return;
     };
+    let accepted = accepted.into_response();
     assert_eq!(accepted.address, *ADDRESS);
     assert_eq!(accepted.public_key, answer.public_key);
     assert!(

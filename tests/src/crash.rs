@@ -420,8 +420,8 @@ impl State {
 async fn observe(client: &PdClient, address: &Address) -> anyhow::Result<State> {
     match client.lookup(address, None, None).await {
         Ok(lookup) => Ok(State::Registered {
-            key: lookup.response.public_key.to_string(),
-            presence: lookup.presence.map(|p| p.seq),
+            key: lookup.public_key().to_string(),
+            presence: lookup.presence().map(|p| p.seq),
         }),
         Err(ClientError::Problem(problem))
             if problem.problem_type() == Some(ProblemType::UnknownUser) =>

@@ -9,6 +9,11 @@
 //! anyway (their packages have integration tests); after changing the server or the client,
 //! `cargo test -p pd-e2e` alone would run the previous build unless `PD_E2E_BUILD=1` is set,
 //! which runs `cargo build` first.
+//!
+//! Why not `env!("CARGO_BIN_EXE_pd-server")`: Cargo sets those variables only for the
+//! binaries of the test's own package, and these are other packages' binaries (depending
+//! on a binary, Cargo's artifact dependencies, is unstable). The `pd-server` package's own
+//! tests do use `CARGO_BIN_EXE_pd-server`.
 
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -1,7 +1,7 @@
 //! A registered account: its home, identity key and a client for its home server, with the
 //! signed operations (login, lookup, presence) that several commands share.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pd_client::{ClientError, ClientOptions, LookupMode, PdClient, VerifiedLookup};
 use pd_proto::wire::{AccountInfo, PublishResponse, RotateRequest};
@@ -406,12 +406,7 @@ pub(crate) fn is_problem(err: &ClientError, kind: ProblemType) -> bool {
     err.problem().and_then(|p| p.problem_type()) == Some(kind)
 }
 
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use pd_proto::now_secs;
 
 /// Names the side that refused a lookup by federation policy, in the user's terms.
 fn policy_refusal(address: &Address, err: ClientError) -> ChatError {

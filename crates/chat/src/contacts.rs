@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use pd_client::{VerifiedLookup, verify_lookup};
+use pd_client::{VerifiedLookup, verify_lookup_answer};
 use pd_proto::wire::LookupResponse;
 use pd_proto::{Address, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -87,16 +87,16 @@ impl Contacts {
     /// Stores `found`, a verified answer fetched at `now`, as the contact's answer. An answer
     /// whose presence record is older than the stored one (same key) does not replace it.
     pub fn record_lookup(&self, found: &VerifiedLookup, now: u64) -> Result<(), ChatError> {
-        let address = found.response.address.to_string();
+        let address = found.response().address.to_string();
         self.update(|file| {
             let online = found.is_online(now).then_some(now);
             let entry = file.contacts.get(&address);
             let previous_talk = entry.and_then(|e| e.last_talked);
             let previous_online = entry.and_then(|e| e.last_seen_online);
             let keeps_newer_record = entry.is_some_and(|e| {
-                e.answer.public_key == found.response.public_key
+                e.answer.public_key == *found.public_key()
                     && stored_seq(e)
-                        .zip(found.presence.as_ref().map(|p| p.seq))
+                        .zip(found.presence().map(|p| p.seq))
                         .is_some_and(|(stored, new)| stored > new)
             });
             if keeps_newer_record {
@@ -109,7 +109,7 @@ impl Contacts {
             file.contacts.insert(
                 address.clone(),
                 Entry {
-                    answer: found.response.clone(),
+                    answer: found.response().clone(),
                     fetched_at: now,
                     last_seen_online: online.or(previous_online),
                     last_talked: previous_talk,
@@ -138,7 +138,7 @@ impl Contacts {
         let Some(entry) = file.contacts.get(&address.to_string()) else {
             return Ok(None);
         };
-        let presence = verify_lookup(address, &entry.answer).map_err(|e| {
+        let lookup = verify_lookup_answer(address, entry.answer.clone()).map_err(|e| {
             ChatError::Home(format!(
                 "the answer stored for {address} in {} does not verify ({e}); remove it with \
                  `chat contacts remove {address}`",
@@ -146,10 +146,7 @@ impl Contacts {
             ))
         })?;
         Ok(Some(Contact {
-            lookup: VerifiedLookup {
-                response: entry.answer.clone(),
-                presence,
-            },
+            lookup,
             fetched_at: entry.fetched_at,
             last_seen_online: entry.last_seen_online,
             last_talked: entry.last_talked,
@@ -167,7 +164,8 @@ impl Contacts {
                     Address::parse(address)
                         .map_err(|e| e.to_string())
                         .and_then(|parsed| {
-                            verify_lookup(&parsed, &entry.answer).map_err(|e| e.to_string())
+                            verify_lookup_answer(&parsed, entry.answer.clone())
+                                .map_err(|e| e.to_string())
                         });
                 Summary {
                     address: address.to_owned(),
@@ -314,7 +312,7 @@ mod tests {
             source: Source::Remote,
             ttl: 60,
         };
-        VerifiedLookup { response, presence }
+        verify_lookup_answer(&address, response).unwrap()
     }
 
     #[test]
@@ -332,7 +330,7 @@ mod tests {
         assert_eq!(stored.fetched_at, 1_000);
         assert_eq!(stored.last_seen_online, Some(1_000));
         assert_eq!(stored.last_talked, None);
-        assert_eq!(stored.lookup.presence.unwrap().seq, 5);
+        assert_eq!(stored.lookup.presence().unwrap().seq, 5);
 
         contacts.record_talk(&bob, 1_100).unwrap();
         // An answer with an older record does not replace the stored one.
@@ -350,7 +348,7 @@ mod tests {
             .record_lookup(&answer(&key, None, 0), 3_000)
             .unwrap();
         let stored = contacts.get(&bob).unwrap().unwrap();
-        assert!(stored.lookup.presence.is_none());
+        assert!(stored.lookup.presence().is_none());
         assert_eq!(stored.fetched_at, 3_000);
         assert_eq!(stored.last_seen_online, Some(1_200));
         assert_eq!(stored.last_talked, Some(1_100));

@@ -6,13 +6,12 @@
 
 mod account;
 pub mod cli;
-pub mod commands;
-mod connect;
+pub mod cmd;
 pub mod console;
 pub mod contacts;
 pub mod error;
 pub mod home;
-pub mod listen;
+mod output;
 pub mod peer;
 pub mod seq;
 pub mod settings;
@@ -26,7 +25,7 @@ pub use settings::Settings;
 /// Checks the command line and runs the command, writing normal output to `out`.
 pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<(), ChatError> {
     let settings = Settings::from_cli(cli)?;
-    commands::run(settings, out).await
+    cmd::run(settings, out).await
 }
 
 /// Turns a clap error into what `chat` prints and its exit code: help and version go to

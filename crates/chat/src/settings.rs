@@ -12,7 +12,21 @@ use url::Url;
 use crate::cli::{Cli, Command, ContactsCommand};
 use crate::error::ChatError;
 use crate::home::Home;
-use crate::listen::ListenOptions;
+
+/// What `chat listen` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Endpoints to publish instead of the detected ones (`HOST:PORT`).
+    pub advertise: Vec<Endpoint>,
+    /// Only these addresses may connect (everyone authenticated when empty).
+    pub allow: Vec<Address>,
+    /// Lifetime of the presence record.
+    pub ttl: Duration,
+    /// Read no input (service mode); also chosen when stdin is `/dev/null` or unreadable.
+    pub no_console: bool,
+}
 
 /// Everything a command needs, checked.
 #[derive(Debug)]

@@ -181,7 +181,7 @@ async fn lookup_logs_in_once_and_reuses_the_cached_token() {
     assert_eq!(json["endpoints"][0], "tcp://192.0.2.9:7000");
     // The node's answer is included as it came, so a script can verify it again.
     let response: LookupResponse = serde_json::from_value(json).unwrap();
-    pd_client::verify_lookup(&addr(BOB), &response).unwrap();
+    pd_proto::verify_lookup_answer(&addr(BOB), response).unwrap();
     assert_eq!(home.load_session().unwrap().token, "t1");
 }
 

@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pd_proto::rotation::{link_known_key, verify_rotation_chain};
+use pd_proto::Presence;
 use pd_proto::wire::{
     AccountInfo, Health, LoginResponse, LookupResponse, PublishResponse, RegisterRequest,
-    RotateRequest, RotationProof, WellKnown, WhoamiResponse,
+    RotateRequest, WellKnown, WhoamiResponse,
 };
 use pd_proto::{
-    Address, Deletion, Login, Presence, Problem, PublicKey, RotationError, Signed, Withdrawal,
+    Address, Deletion, Login, LookupMode, Problem, PublicKey, Signed, VerifiedLookup, Withdrawal,
+    paths, verify_lookup_answer,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -66,71 +67,6 @@ impl ClientOptions {
         self.connect_timeout = connect;
         self.timeout = total;
         self
-    }
-}
-
-/// How a node should answer a lookup of a user of another domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LookupMode {
-    /// Use the cache when fresh, ask the user's home node otherwise (the node's default).
-    Normal,
-    /// Answer from the cache only, never contact the home node.
-    CacheOnly,
-    /// Ask the user's home node even when the cache is fresh.
-    Refresh,
-}
-
-impl LookupMode {
-    /// The value of the `mode` query parameter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::CacheOnly => "cache-only",
-            Self::Refresh => "refresh",
-        }
-    }
-}
-
-/// A lookup answer whose presence record verified under the answer's key for the asked
-/// address, and whose key-rotation proofs form a chain ending at that key.
-#[derive(Debug, Clone)]
-pub struct VerifiedLookup {
-    /// The answer as received.
-    pub response: LookupResponse,
-    /// The decoded, verified presence record, if the answer carries one.
-    pub presence: Option<Presence>,
-}
-
-impl VerifiedLookup {
-    /// Whether the user has a presence record that is still valid at `now_secs`.
-    pub fn is_online(&self, now_secs: u64) -> bool {
-        self.presence.as_ref().is_some_and(|p| p.is_live(now_secs))
-    }
-
-    /// The user's current key.
-    pub fn public_key(&self) -> &PublicKey {
-        &self.response.public_key
-    }
-
-    /// The proofs of the user's most recent key rotations, oldest first; the last one
-    /// introduces [`VerifiedLookup::public_key`]. Empty when the key was never rotated.
-    pub fn rotations(&self) -> &[RotationProof] {
-        &self.response.rotations
-    }
-
-    /// Whether `known`, a key of this user remembered from earlier (trust on first use),
-    /// leads to the current key: `Ok(0)` when it is the current key, `Ok(n)` when the
-    /// answer proves `n` rotations from it to the current key, and
-    /// [`RotationError::Unlinked`] when nothing links them (a key change the user did not
-    /// sign, or one older than the proofs a node keeps).
-    pub fn rotated_from(&self, known: &PublicKey) -> Result<usize, RotationError> {
-        link_known_key(
-            &self.response.address,
-            known,
-            &self.response.rotations,
-            &self.response.public_key,
-        )
     }
 }
 
@@ -204,7 +140,7 @@ impl PdClient {
         let registration = request.registration.decode_unverified().map_err(|e| {
             ClientError::Setup(format!("the registration to send is malformed: {e}"))
         })?;
-        let url = self.url(&["v1", "accounts"]);
+        let url = self.url(paths::ACCOUNTS, None);
         let info: AccountInfo = self.send_json(Method::POST, url.clone(), request).await?;
         check_account(&url, &info, &registration.address, &registration.public_key)?;
         Ok(info)
@@ -219,7 +155,7 @@ impl PdClient {
         let sent = presence.decode_unverified().map_err(|e| {
             ClientError::Setup(format!("the presence record to send is malformed: {e}"))
         })?;
-        let url = self.account_url(address, &["presence"]);
+        let url = self.url(paths::PRESENCE, Some(address));
         let answer: PublishResponse = self.send_json(Method::PUT, url.clone(), presence).await?;
         if sent.seq != answer.seq {
             return Err(ClientError::Verification {
@@ -239,7 +175,7 @@ impl PdClient {
         address: &Address,
         withdrawal: &Signed<Withdrawal>,
     ) -> Result<(), ClientError> {
-        let url = self.account_url(address, &["presence", "withdraw"]);
+        let url = self.url(paths::PRESENCE_WITHDRAW, Some(address));
         self.send_empty(Method::POST, url, withdrawal).await
     }
 
@@ -254,7 +190,7 @@ impl PdClient {
             .rotation
             .decode_unverified()
             .map_err(|e| ClientError::Setup(format!("the rotation to send is malformed: {e}")))?;
-        let url = self.account_url(address, &["rotate"]);
+        let url = self.url(paths::ROTATE, Some(address));
         let info: AccountInfo = self.send_json(Method::POST, url.clone(), request).await?;
         check_account(&url, &info, address, &rotation.new_key)?;
         Ok(info)
@@ -266,13 +202,13 @@ impl PdClient {
         address: &Address,
         deletion: &Signed<Deletion>,
     ) -> Result<(), ClientError> {
-        let url = self.account_url(address, &["delete"]);
+        let url = self.url(paths::DELETE, Some(address));
         self.send_empty(Method::POST, url, deletion).await
     }
 
     /// `POST /v1/sessions`: exchanges a signed login for a lookup session token.
     pub async fn login(&self, login: &Signed<Login>) -> Result<LoginResponse, ClientError> {
-        let url = self.url(&["v1", "sessions"]);
+        let url = self.url(paths::SESSIONS, None);
         let answer: LoginResponse = self.send_json(Method::POST, url.clone(), login).await?;
         if answer.token.is_empty() {
             return Err(ClientError::Decode {
@@ -293,9 +229,10 @@ impl PdClient {
         token: Option<&str>,
         mode: Option<LookupMode>,
     ) -> Result<VerifiedLookup, ClientError> {
-        let mut url = self.url(&["v1", "lookup", &address.to_string()]);
+        let mut url = self.url(paths::LOOKUP, Some(address));
         if let Some(mode) = mode {
-            url.query_pairs_mut().append_pair("mode", mode.as_str());
+            url.query_pairs_mut()
+                .append_pair(LookupMode::QUERY_PARAMETER, mode.as_str());
         }
         let mut request = self.http.get(url.clone());
         if let Some(token) = token {
@@ -305,49 +242,44 @@ impl PdClient {
             request = request.header(AUTHORIZATION, value);
         }
         let response: LookupResponse = self.execute(request, &url).await?;
-        let presence =
-            verify_lookup(address, &response).map_err(|reason| ClientError::Verification {
-                url: url.to_string(),
-                reason,
-            })?;
-        Ok(VerifiedLookup { response, presence })
+        verify_lookup_answer(address, response).map_err(|reason| ClientError::Verification {
+            url: url.to_string(),
+            reason: reason.into(),
+        })
     }
 
     /// `GET /v1/whoami`: the address the node sees this client coming from (its IP, and
     /// its TCP source port unless the node sits behind a proxy), like a STUN reflexive
     /// address.
     pub async fn whoami(&self) -> Result<WhoamiResponse, ClientError> {
-        let url = self.url(&["v1", "whoami"]);
+        let url = self.url(paths::WHOAMI, None);
         self.execute(self.http.get(url.clone()), &url).await
     }
 
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        let url = self.url(&["healthz"]);
+        let url = self.url(paths::HEALTHZ, None);
         self.execute(self.http.get(url.clone()), &url).await
     }
 
     /// `GET /.well-known/pd`.
     pub async fn well_known(&self) -> Result<WellKnown, ClientError> {
-        let url = self.url(&[".well-known", "pd"]);
+        let url = self.url(paths::WELL_KNOWN, None);
         self.execute(self.http.get(url.clone()), &url).await
     }
 
     /// The URL of `segments` below the base URL; each segment is percent-encoded.
-    fn url(&self, segments: &[&str]) -> Url {
+    /// The URL of the API path `template` ([`pd_proto::paths`]) below the base URL, with
+    /// `address` in place of `{address}`, each segment percent-encoded.
+    fn url(&self, template: &str, address: Option<&Address>) -> Url {
+        let address = address.map(Address::to_string).unwrap_or_default();
         let mut url = self.base.clone();
         // `check_base_url` refused cannot-be-a-base URLs, so this branch always runs.
         if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
+            path.pop_if_empty()
+                .extend(paths::segments(template, &address));
         }
         url
-    }
-
-    fn account_url(&self, address: &Address, rest: &[&str]) -> Url {
-        let address = address.to_string();
-        let mut segments = vec!["v1", "accounts", address.as_str()];
-        segments.extend_from_slice(rest);
-        self.url(&segments)
     }
 
     async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -526,28 +458,6 @@ fn check_account(
     Ok(())
 }
 
-/// Checks a lookup answer for `asked`: it is about exactly `asked`, its key-rotation proofs
-/// form a chain that ends at its key ([`verify_rotation_chain`]), and its presence record
-/// verifies under that key. Returns the decoded presence record.
-pub fn verify_lookup(
-    asked: &Address,
-    response: &LookupResponse,
-) -> Result<Option<Presence>, VerifyError> {
-    if &response.address != asked {
-        return Err(VerifyError::AddressMismatch {
-            asked: asked.to_string(),
-            answered: response.address.to_string(),
-        });
-    }
-    verify_rotation_chain(asked, &response.rotations, &response.public_key)?;
-    response
-        .presence
-        .as_ref()
-        .map(|signed| signed.verify(&response.public_key, asked))
-        .transpose()
-        .map_err(VerifyError::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,7 +506,7 @@ mod tests {
         .unwrap();
         let address = Address::parse("alice@pd.example:8443").unwrap();
         assert_eq!(
-            client.account_url(&address, &["presence"]).as_str(),
+            client.url(paths::PRESENCE, Some(&address)).as_str(),
             "https://pd.example/prefix/v1/accounts/alice@pd.example:8443/presence"
         );
         let root = PdClient::with_http_client(
@@ -605,7 +515,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            root.url(&[".well-known", "pd"]).as_str(),
+            root.url(paths::WELL_KNOWN, None).as_str(),
             "http://127.0.0.1:1/.well-known/pd"
         );
     }

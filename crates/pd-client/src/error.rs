@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use pd_proto::{Problem, RotationError, SignedError};
+use pd_proto::{LookupAnswerError, Problem};
 
 /// Why a call to a PD node failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,12 +85,9 @@ pub enum VerifyError {
         /// The address in the answer.
         answered: String,
     },
-    /// A signed record in the answer does not verify for the asked address.
-    #[error("signed record does not verify: {0}")]
-    Signature(#[from] SignedError),
-    /// The answer's key-rotation proofs do not form a chain ending at the answer's key.
-    #[error("key rotation proofs do not verify: {0}")]
-    Rotation(#[from] RotationError),
+    /// A lookup answer failed [`pd_proto::verify_lookup_answer`].
+    #[error(transparent)]
+    Lookup(#[from] LookupAnswerError),
     /// The answer names another key than the one the request established.
     #[error("the answer names key {answered}, expected {expected}")]
     KeyMismatch {

@@ -13,7 +13,8 @@ mod client;
 mod error;
 
 pub use client::{
-    ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, LookupMode, MAX_RESPONSE_BYTES,
-    PdClient, VerifiedLookup, insecure_warning_needed, verify_lookup,
+    ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES, PdClient,
+    insecure_warning_needed,
 };
 pub use error::{ClientError, TransportKind, VerifyError};
+pub use pd_proto::{LookupAnswerError, LookupMode, VerifiedLookup, verify_lookup_answer};

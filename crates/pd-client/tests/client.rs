@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use pd_client::{ClientError, ClientOptions, LookupMode, PdClient, TransportKind, VerifyError};
+use pd_client::{
+    ClientError, ClientOptions, LookupAnswerError, LookupMode, PdClient, TransportKind, VerifyError,
+};
 use pd_proto::wire::{
     AccountInfo, LookupResponse, RegisterRequest, RotationProof, Source, WhoamiResponse,
 };
@@ -89,9 +91,9 @@ async fn lookup_verifies_and_decodes_the_presence_record() {
         .lookup(&alice(), Some("tok-123"), Some(LookupMode::CacheOnly))
         .await
         .unwrap();
-    assert_eq!(found.presence, Some(presence));
+    assert_eq!(found.presence(), Some(&presence));
     assert!(found.is_online(pd_proto::now_micros() / 1_000_000));
-    assert_eq!(found.response.public_key, key(1).public());
+    assert_eq!(found.response().public_key, key(1).public());
 }
 
 #[tokio::test]
@@ -99,7 +101,7 @@ async fn lookup_without_presence_is_offline() {
     let server = MockServer::start().await;
     serve_lookup(&server, lookup_answer(&alice(), &key(1), None)).await;
     let found = client(&server).lookup(&alice(), None, None).await.unwrap();
-    assert_eq!(found.presence, None);
+    assert_eq!(found.presence(), None);
     assert!(!found.is_online(0));
 }
 
@@ -191,7 +193,7 @@ async fn an_answer_about_another_address_is_refused() {
         matches!(
             err,
             ClientError::Verification {
-                reason: VerifyError::AddressMismatch { .. },
+                reason: VerifyError::Lookup(LookupAnswerError::AddressMismatch { .. }),
                 ..
             }
         ),
@@ -213,7 +215,9 @@ async fn a_presence_record_for_another_address_is_refused() {
         matches!(
             err,
             ClientError::Verification {
-                reason: VerifyError::Signature(SignedError::AddressMismatch { .. }),
+                reason: VerifyError::Lookup(LookupAnswerError::Signature(
+                    SignedError::AddressMismatch { .. }
+                )),
                 ..
             }
         ),
@@ -234,7 +238,9 @@ async fn a_presence_record_signed_by_another_key_is_refused() {
         matches!(
             err,
             ClientError::Verification {
-                reason: VerifyError::Signature(SignedError::Signature(_)),
+                reason: VerifyError::Lookup(LookupAnswerError::Signature(SignedError::Signature(
+                    _
+                ))),
                 ..
             }
         ),
@@ -322,7 +328,7 @@ async fn a_forged_rotation_chain_is_refused() {
             matches!(
                 err,
                 ClientError::Verification {
-                    reason: VerifyError::Rotation(_),
+                    reason: VerifyError::Lookup(LookupAnswerError::Rotation(_)),
                     ..
                 }
             ),

@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use moka::future::Cache;
 use pd_proto::wire::{LookupResponse, Source};
-use pd_proto::{Address, Host};
+use pd_proto::{Address, Host, now_secs};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -224,7 +224,7 @@ impl LookupCache {
             .presence
             .as_ref()
             .and_then(|p| p.decode_unverified().ok())
-            .map(|p| Duration::from_secs(p.expires_at.saturating_sub(unix_now_secs())));
+            .map(|p| Duration::from_secs(p.expires_at.saturating_sub(now_secs())));
         let lifetime = presence_left.unwrap_or(self.config.no_presence_ttl);
         let ttl = lifetime.max(self.config.min_ttl).min(self.config.max_ttl);
         let size = approx_size(addr, &response);
@@ -289,13 +289,6 @@ impl LookupCache {
     pub async fn run_pending_tasks(&self) {
         self.entries.run_pending_tasks().await;
     }
-}
-
-fn unix_now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Fixed overhead per entry: the entry, its `Arc`, the key, moka's bookkeeping.

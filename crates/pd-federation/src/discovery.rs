@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 use pd_proto::wire::{ServerKey, WellKnown};
-use pd_proto::{Host, PublicKey};
+use pd_proto::{Host, PublicKey, now_secs, paths};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 use url::Url;
@@ -47,9 +47,6 @@ use crate::config::FederationConfig;
 use crate::error::{DiscoveryError, OutboundError};
 use crate::guard::{GuardedClient, decode_json, ensure_success};
 use crate::trust::Trust;
-
-/// Path of the well-known document, relative to a node's base URL or a domain's root.
-pub const WELL_KNOWN_PATH: &str = "/.well-known/pd";
 
 /// Entries kept per cache (routes and key sets).
 const MAX_CACHED_DOMAINS: u64 = 100_000;
@@ -403,7 +400,7 @@ impl Discovery {
             via: Via::Direct,
         };
         let url = direct
-            .endpoint(WELL_KNOWN_PATH)
+            .endpoint(paths::WELL_KNOWN)
             .map_err(|e| DiscoveryError::NoNode {
                 domain: domain.to_string(),
                 reason: format!("cannot form a URL: {e}"),
@@ -418,7 +415,7 @@ impl Discovery {
             500..=599 => {
                 return Err(DiscoveryError::Unreachable {
                     domain: domain.to_string(),
-                    reason: format!("{WELL_KNOWN_PATH} answered {}", response.status),
+                    reason: format!("{} answered {}", paths::WELL_KNOWN, response.status),
                 });
             }
             // 404 and any other refusal: the domain publishes no delegation.
@@ -429,10 +426,10 @@ impl Discovery {
             reason,
         };
         let document: serde_json::Value = serde_json::from_slice(&response.body)
-            .map_err(|e| invalid(format!("{WELL_KNOWN_PATH} is not JSON: {e}")))?;
+            .map_err(|e| invalid(format!("{} is not JSON: {e}", paths::WELL_KNOWN)))?;
         let object = document
             .as_object()
-            .ok_or_else(|| invalid(format!("{WELL_KNOWN_PATH} is not a JSON object")))?;
+            .ok_or_else(|| invalid(format!("{} is not a JSON object", paths::WELL_KNOWN)))?;
         match object.get("base_url") {
             None | Some(serde_json::Value::Null) => Ok(direct),
             Some(serde_json::Value::String(base)) => Ok(Route {
@@ -483,7 +480,7 @@ impl Discovery {
             Via::Static | Via::Direct => None,
         };
         let url = route
-            .endpoint(WELL_KNOWN_PATH)
+            .endpoint(paths::WELL_KNOWN)
             .map_err(|e| DiscoveryError::Invalid {
                 domain: domain.to_string(),
                 reason: format!("cannot form a URL: {e}"),
@@ -578,10 +575,6 @@ fn discovery_error(domain: &Host, err: OutboundError) -> DiscoveryError {
         }
         _ => DiscoveryError::Invalid { domain, reason },
     }
-}
-
-fn now_secs() -> u64 {
-    pd_proto::now_micros() / 1_000_000
 }
 
 #[cfg(test)]

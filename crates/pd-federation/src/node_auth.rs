@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use pd_proto::node_auth::{NodeAuthorization, SCHEME, request_signing_bytes, server_key_id};
-use pd_proto::{Host, SecretKey};
+use pd_proto::{Host, SecretKey, now_secs};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use crate::discovery::Discovery;
@@ -264,10 +264,6 @@ impl fmt::Debug for InboundVerifier {
             .field("max_age", &self.max_age)
             .finish_non_exhaustive()
     }
-}
-
-fn now_secs() -> u64 {
-    pd_proto::now_micros() / 1_000_000
 }
 
 #[cfg(test)]

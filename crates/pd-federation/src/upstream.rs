@@ -9,9 +9,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use pd_proto::rotation::verify_rotation_chain;
 use pd_proto::wire::{LookupResponse, Source};
-use pd_proto::{Address, Problem, ProblemType, RecordError};
+use pd_proto::{Address, Problem, ProblemType, VerifiedLookup, paths, verify_lookup_answer};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
 use crate::destination_limit::DestinationLimit;
@@ -19,10 +18,7 @@ use crate::discovery::Discovery;
 use crate::error::{DiscoveryError, OutboundError};
 use crate::guard::decode_json;
 use crate::node_auth::NodeSigner;
-use crate::resolver::{UpstreamError, UpstreamLookup};
-
-/// API path of the federation lookup endpoint, before the encoded address.
-pub const FEDERATION_LOOKUP_PATH: &str = "/v1/federation/lookup/";
+use crate::resolver::{ResolveError, UpstreamLookup};
 
 /// Fetches lookups from remote nodes on behalf of this node.
 #[derive(Clone)]
@@ -43,7 +39,7 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Uses `discovery` (and its guarded client) to reach nodes, signing as `signer`.
     /// Discovery refuses a domain, or a host it delegates to, that the trust policy refuses
-    /// ([`UpstreamError::DelegationRefused`]) before anything is sent there.
+    /// ([`ResolveError::DelegationRefused`]) before anything is sent there.
     pub fn new(discovery: Arc<Discovery>, signer: NodeSigner) -> Self {
         Self {
             discovery,
@@ -53,7 +49,7 @@ impl Upstream {
     }
 
     /// Sends at most as many lookups to one remote domain as `limit` allows; beyond it a
-    /// lookup fails with [`UpstreamError::RateLimited`] before anything is sent.
+    /// lookup fails with [`ResolveError::RateLimited`] before anything is sent.
     pub fn with_destination_limit(mut self, limit: DestinationLimit) -> Self {
         self.limit = Some(Arc::new(limit));
         self
@@ -61,34 +57,31 @@ impl Upstream {
 
     /// The path and query of the federation lookup of `addr`, as sent and signed.
     pub fn lookup_path(addr: &Address) -> String {
-        format!(
-            "{FEDERATION_LOOKUP_PATH}{}",
-            encode_segment(&addr.to_string())
-        )
+        paths::fill(paths::FEDERATION_LOOKUP, &encode_segment(&addr.to_string()))
     }
 
     /// Looks `addr` up at its home node and verifies the answer.
-    pub async fn fetch_lookup(&self, addr: &Address) -> Result<LookupResponse, UpstreamError> {
+    pub async fn fetch_lookup(&self, addr: &Address) -> Result<VerifiedLookup, ResolveError> {
         let domain = addr.host();
         if let Some(limit) = &self.limit
             && let Err(retry_in) = limit.check(domain)
         {
             tracing::info!(remote.host = %domain, retry_in = ?retry_in, "uncached lookups of this domain are over their rate limit");
-            return Err(UpstreamError::RateLimited {
+            return Err(ResolveError::RateLimited {
                 per_second: limit.per_second(),
                 retry_in,
             });
         }
         let route = self.discovery.locate(domain).await.map_err(|e| match e {
-            DiscoveryError::NoNode { .. } => UpstreamError::NoNode,
-            DiscoveryError::Unreachable { .. } => UpstreamError::Unreachable(e.to_string()),
-            DiscoveryError::Invalid { .. } => UpstreamError::BadAnswer(e.to_string()),
-            DiscoveryError::Refused { host, .. } => UpstreamError::DelegationRefused(host),
+            DiscoveryError::NoNode { .. } => ResolveError::NoNode,
+            DiscoveryError::Unreachable { .. } => ResolveError::Unreachable(e.to_string()),
+            DiscoveryError::Invalid { .. } => ResolveError::BadAnswer(e.to_string()),
+            DiscoveryError::Refused { host, .. } => ResolveError::DelegationRefused(host),
         })?;
         let path = Self::lookup_path(addr);
         let url = route
             .endpoint(&path)
-            .map_err(|e| UpstreamError::BadAnswer(format!("cannot form the lookup URL: {e}")))?;
+            .map_err(|e| ResolveError::BadAnswer(format!("cannot form the lookup URL: {e}")))?;
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, self.signer.sign(domain, "GET", &path, b""));
         let response = self
@@ -100,11 +93,11 @@ impl Upstream {
         match response.status {
             200 => {}
             404 if problem_of(&response) == Some(ProblemType::UnknownUser) => {
-                return Err(UpstreamError::UnknownUser);
+                return Err(ResolveError::UnknownUser);
             }
-            403 => return Err(UpstreamError::RemoteRefused),
+            403 => return Err(ResolveError::RemoteRefused),
             500..=599 => {
-                return Err(UpstreamError::Unreachable(format!(
+                return Err(ResolveError::Unreachable(format!(
                     "{domain} answered {}",
                     response.status
                 )));
@@ -126,61 +119,43 @@ impl UpstreamLookup for Upstream {
     fn fetch(
         &self,
         addr: &Address,
-    ) -> impl Future<Output = Result<LookupResponse, UpstreamError>> + Send {
+    ) -> impl Future<Output = Result<VerifiedLookup, ResolveError>> + Send {
         self.fetch_lookup(addr)
     }
 }
 
-/// Checks that `answer` is about exactly `asked`, that its rotation proofs form a chain
-/// ending at its key and that its presence record verifies; drops an expired presence
-/// record and bounds `ttl` by the record's remaining lifetime.
+/// The node's check of another node's answer: [`verify_lookup_answer`] (exactly the asked
+/// address, a rotation chain ending at the key, a presence record that verifies), then
+/// [`VerifiedLookup::check_record`] (an expired record is dropped, `ttl` bounded by the
+/// record's remaining lifetime); the answer is marked as coming from the remote node.
 ///
 /// Public so that the fuzz targets exercise exactly the check the node applies.
 pub fn verify_answer(
     asked: &Address,
-    mut answer: LookupResponse,
-) -> Result<LookupResponse, UpstreamError> {
-    if answer.address != *asked {
-        return Err(bad_answer(
-            asked,
-            format!("the answer is about {}", answer.address),
-        ));
+    answer: LookupResponse,
+) -> Result<VerifiedLookup, ResolveError> {
+    let had_presence = answer.presence.is_some();
+    let verified = verify_lookup_answer(asked, answer)
+        .and_then(|verified| verified.check_record(pd_proto::now_micros()))
+        .map_err(|e| bad_answer(asked, e.to_string()))?;
+    if had_presence && verified.presence().is_none() {
+        tracing::debug!(address = %asked, "remote served an expired presence record; dropped");
     }
-    verify_rotation_chain(asked, &answer.rotations, &answer.public_key)
-        .map_err(|e| bad_answer(asked, format!("rotation proofs refused: {e}")))?;
-    let now_micros = pd_proto::now_micros();
-    let now = now_micros / 1_000_000;
-    if let Some(envelope) = &answer.presence {
-        let presence = envelope
-            .verify(&answer.public_key, asked)
-            .map_err(|e| bad_answer(asked, format!("presence record refused: {e}")))?;
-        match presence.validate(now_micros) {
-            Ok(()) => {
-                answer.ttl = answer.ttl.min(presence.expires_at.saturating_sub(now));
-            }
-            Err(RecordError::Expired) => {
-                tracing::debug!(address = %asked, "remote served an expired presence record; dropped");
-                answer.presence = None;
-            }
-            Err(e) => return Err(bad_answer(asked, format!("presence record refused: {e}"))),
-        }
-    }
-    answer.source = Source::Remote;
-    Ok(answer)
+    Ok(verified.with_source(Source::Remote))
 }
 
-fn bad_answer(asked: &Address, reason: String) -> UpstreamError {
+fn bad_answer(asked: &Address, reason: String) -> ResolveError {
     tracing::warn!(address = %asked, remote.host = %asked.host(), %reason, "dropped invalid answer from remote node");
-    UpstreamError::BadAnswer(reason)
+    ResolveError::BadAnswer(reason)
 }
 
-fn outbound_error(asked: &Address, err: OutboundError) -> UpstreamError {
+fn outbound_error(asked: &Address, err: OutboundError) -> ResolveError {
     match err {
         OutboundError::Connect { .. } | OutboundError::Timeout { .. } => {
-            UpstreamError::Unreachable(err.to_string())
+            ResolveError::Unreachable(err.to_string())
         }
         OutboundError::Status { status, .. } if status >= 500 => {
-            UpstreamError::Unreachable(err.to_string())
+            ResolveError::Unreachable(err.to_string())
         }
         other => bad_answer(asked, other.to_string()),
     }

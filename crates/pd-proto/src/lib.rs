@@ -7,11 +7,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod address;
+pub mod admin;
 pub mod chat;
 pub mod keys;
+pub mod lookup;
 pub mod node_auth;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod paths;
 pub mod problem;
 pub mod records;
 pub mod rotation;
@@ -20,6 +23,7 @@ pub mod wire;
 
 pub use address::{Address, AddressError, Host, HostKind, Name};
 pub use keys::{KeyError, PublicKey, SecretKey, Signature};
+pub use lookup::{LookupAnswerError, LookupMode, VerifiedLookup, verify_lookup_answer};
 pub use problem::{Problem, ProblemType};
 pub use records::{
     Deletion, Endpoint, Login, Presence, RecordError, Registration, Rotation, Withdrawal,
@@ -43,4 +47,9 @@ pub fn now_micros() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The current time as whole seconds since the Unix epoch (the unit of `expires_at`).
+pub fn now_secs() -> u64 {
+    now_micros() / 1_000_000
 }

@@ -34,8 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pd_federation::trust::{EntryKind, lists};
-use pd_proto::ProblemType;
-use serde_json::{Value, json};
+use pd_proto::{ProblemType, admin};
 
 pub use self::ops::{Explanation, explain};
 use crate::http::ApiError;
@@ -70,113 +69,125 @@ pub fn router(state: AppState) -> Router {
         .with_state(admin)
 }
 
-fn unix(t: Option<SystemTime>) -> Value {
+fn unix(t: Option<SystemTime>) -> Option<u64> {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(Value::Null, |d| json!(d.as_secs()))
+        .map(|d| d.as_secs())
 }
 
-fn millis(d: Option<std::time::Duration>) -> Value {
-    d.map_or(Value::Null, |d| json!(d.as_millis()))
+fn millis(d: Option<std::time::Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-async fn peers(State(state): State<AppState>) -> Json<Value> {
-    let tracked: Vec<Value> = ops::peers(&state)
+async fn peers(State(state): State<AppState>) -> Json<admin::PeersReport> {
+    let peers = ops::peers(&state)
         .into_iter()
         .map(|p| {
-            let condition = p.state().as_str();
+            let condition = p.state().as_str().to_owned();
             let s = p.status;
-            json!({
-                "domain": s.host.to_string(),
-                "state": s.health.as_str(),
-                "condition": condition,
-                "failures": s.failures,
-                "retry_in_secs": s.retry_in.map(|d| d.as_secs()),
-                "last_error": s.last_error,
-                "last_failure_at": unix(s.last_failure_at),
-                "last_success_at": unix(s.last_success_at),
-                "latency_ms": millis(s.latency),
-                "last_latency_ms": millis(s.last_latency),
-                "refuses_this_node": s.refuses_us,
-                "trust": {
-                    "allowed": p.verdict.allowed,
-                    "reason": p.verdict.why.as_str(),
-                    "explanation": p.explanation,
+            admin::PeerReport {
+                domain: s.host.to_string(),
+                state: s.health.as_str().to_owned(),
+                condition,
+                failures: s.failures,
+                retry_in_secs: s.retry_in.map(|d| d.as_secs()),
+                last_error: s.last_error,
+                last_failure_at: unix(s.last_failure_at),
+                last_success_at: unix(s.last_success_at),
+                latency_ms: millis(s.latency),
+                last_latency_ms: millis(s.last_latency),
+                refuses_this_node: s.refuses_us,
+                trust: admin::TrustVerdict {
+                    allowed: p.verdict.allowed,
+                    reason: p.verdict.why.as_str().to_owned(),
+                    explanation: p.explanation,
                 },
-            })
+            }
         })
         .collect();
-    let routes: Vec<Value> = ops::static_routes(&state)
+    let static_routes = ops::static_routes(&state)
         .into_iter()
-        .map(|(domain, url)| json!({ "domain": domain.to_string(), "url": url.as_str() }))
+        .map(|(domain, url)| admin::StaticRoute {
+            domain: domain.to_string(),
+            url: url.into(),
+        })
         .collect();
-    Json(json!({ "peers": tracked, "static_routes": routes }))
+    Json(admin::PeersReport {
+        peers,
+        static_routes,
+    })
 }
 
 async fn retry(
     State(state): State<AppState>,
     Path(domain): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<admin::RetryAnswer>, ApiError> {
     let host = ops::parse_domain(&domain)?;
     ops::retry(&state, &host)?;
-    Ok(Json(json!({ "domain": host.to_string(), "retry": "now" })))
+    Ok(Json(admin::RetryAnswer {
+        domain: host.to_string(),
+        retry: "now".to_owned(),
+    }))
 }
 
 async fn flush(
     State(state): State<AppState>,
     Path(domain): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<admin::FlushAnswer>, ApiError> {
     let host = ops::parse_domain(&domain)?;
-    let flushed = ops::flush(&state, &host).await;
-    Ok(Json(
-        json!({ "domain": host.to_string(), "flushed_entries": flushed }),
-    ))
+    let flushed_entries = ops::flush(&state, &host).await;
+    Ok(Json(admin::FlushAnswer {
+        domain: host.to_string(),
+        flushed_entries,
+    }))
 }
 
 async fn explain_json(
     State(state): State<AppState>,
     Path(domain): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<admin::ExplainAnswer>, ApiError> {
     let host = ops::parse_domain(&domain)?;
     let explained = explain(&state.federation.trust.current(), &host, SystemTime::now());
-    Ok(Json(json!({
-        "domain": host.to_string(),
-        "allowed": explained.verdict.allowed,
-        "reason": explained.verdict.why.as_str(),
-        "explanation": explained.line,
-    })))
+    Ok(Json(admin::ExplainAnswer {
+        domain: host.to_string(),
+        verdict: admin::TrustVerdict {
+            allowed: explained.verdict.allowed,
+            reason: explained.verdict.why.as_str().to_owned(),
+            explanation: explained.line,
+        },
+    }))
 }
 
-async fn reload(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn reload(State(state): State<AppState>) -> Result<Json<admin::ReloadAnswer>, ApiError> {
     let diff = ops::reload(&state).await?;
     let names = |v: &[pd_federation::trust::DiffEntry]| {
         v.iter().map(ToString::to_string).collect::<Vec<_>>()
     };
-    Ok(Json(json!({
-        "changed": !diff.is_empty(),
-        "mode": diff.mode_after.to_string(),
-        "added": names(&diff.added),
-        "removed": names(&diff.removed),
-        "modified": names(&diff.changed),
-    })))
+    Ok(Json(admin::ReloadAnswer {
+        changed: !diff.is_empty(),
+        mode: diff.mode_after.to_string(),
+        added: names(&diff.added),
+        removed: names(&diff.removed),
+        modified: names(&diff.changed),
+    }))
 }
 
-async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
-    let lists: Vec<Value> = ops::subscriptions(&state)
+async fn subscriptions(State(state): State<AppState>) -> Json<admin::SubscriptionsReport> {
+    let subscriptions = ops::subscriptions(&state)
         .into_iter()
         .map(|sub| {
             let s = sub.status;
-            json!({
-                "url": sub.config.url.as_str(),
-                "kind": sub.config.kind.to_string(),
-                "refresh_secs": sub.config.refresh.as_secs(),
-                "last_attempt": unix(s.last_attempt),
-                "last_success": unix(s.last_success),
-                "last_error": s.last_error,
-                "entries": s.entries,
-            })
+            admin::SubscriptionReport {
+                url: sub.config.url.to_string(),
+                kind: sub.config.kind.to_string(),
+                refresh_secs: sub.config.refresh.as_secs(),
+                last_attempt: unix(s.last_attempt),
+                last_success: unix(s.last_success),
+                last_error: s.last_error,
+                entries: s.entries,
+            }
         })
         .collect();
-    Json(json!({ "subscriptions": lists }))
+    Json(admin::SubscriptionsReport { subscriptions })
 }
 
 async fn export(State(state): State<AppState>, uri: axum::http::Uri) -> Result<Response, ApiError> {

@@ -2,25 +2,20 @@
 //! `doctor`, `healthcheck`, `backup`, `invite create`, `trust explain|export|import`,
 //! `server-key rotate|show`, `migrate` and `init`. The global settings can also come from the
 //! environment (`PD_CONFIG`, `PD_DOMAIN`, `PD_LISTEN`, `PD_DATA_DIR`, `PD_STORE`,
-//! `PD_TLS_CERT`, `PD_TLS_KEY`), as in a container; a flag wins over its variable.
+//! `PD_TLS_CERT`, `PD_TLS_KEY`), as in a container; a flag wins over its variable. This
+//! module only parses and dispatches: each subcommand runs in its own module of `cmd`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use std::time::SystemTime;
-
-use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use pd_federation::config::StaticPeer;
-use pd_federation::trust::{EntryKind, Trust, TrustConfig, TrustPolicy, lists, restore_archived};
-use pd_proto::node_auth::server_key_id;
-use pd_proto::{Host, SecretKey};
+use pd_federation::trust::EntryKind;
 
-use crate::config::{Config, LogFormat, Overrides};
-use crate::server_keys::{self, KeyRing, ServerKeys};
-use crate::store::sqlite::{self, FileState};
-use crate::store::{Store, StoreSpec};
-use crate::{Server, backup, doctor, healthcheck, registry};
+use crate::cmd;
+pub use crate::cmd::run::{init_tracing, shutdown_signal};
+use crate::config::{Config, Overrides};
+use crate::store::StoreSpec;
 
 /// A PD node: accounts, presence records and lookups for one domain.
 #[derive(Debug, Parser)]
@@ -135,7 +130,7 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-enum ServerKeyCommand {
+pub(crate) enum ServerKeyCommand {
     /// Generate a new server key and print its id. The old key is kept as retired and
     /// still published (for verification only) until the retirement time plus the
     /// federation's max_request_age. Running nodes (every replica) publish the new key
@@ -147,7 +142,7 @@ enum ServerKeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum TrustCommand {
+pub(crate) enum TrustCommand {
     /// Print whether this node federates with DOMAIN, and the deciding entry. Subscribed
     /// lists are not fetched: the copies the node last fetched and kept in its data
     /// directory are considered (a list with no kept copy is named on stderr).
@@ -178,7 +173,7 @@ enum TrustCommand {
 
 /// A list format on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ListFormatArg {
+pub(crate) enum ListFormatArg {
     /// One domain per line.
     Text,
     /// Mastodon's domain-block CSV.
@@ -187,7 +182,7 @@ enum ListFormatArg {
 
 /// An entry kind on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum KindArg {
+pub(crate) enum KindArg {
     /// Allow entries.
     Allow,
     /// Deny entries.
@@ -226,596 +221,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = Config::load(cli.config.as_deref(), overrides)?;
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => {
-            let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
-                .context("invalid trust policy")?;
-            pd_federation::guard::GuardedClient::new(&config.federation)
-                .context("failed to build the outbound HTTP client")?;
-            for warning in policy.warnings() {
-                eprintln!("warning: {warning}");
-            }
-            eprintln!("configuration is valid (domain {})", config.domain);
-            Ok(())
-        }
-        Command::Doctor { target, json } => doctor(&config, &target, json).await,
+        Command::Run => cmd::run::run(config).await,
+        Command::CheckConfig => cmd::check_config::run(&config),
+        Command::Doctor { target, json } => cmd::doctor::run(&config, &target, json).await,
         Command::Healthcheck { url, timeout } => {
-            let (url, verify) = match url {
-                Some(url) => (url, true),
-                None => (healthcheck::default_url(&config)?, false),
-            };
-            let body = healthcheck::check(&url, verify, *timeout).await?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", body.trim_end());
-            }
-            Ok(())
+            cmd::healthcheck::run(&config, url, *timeout).await
         }
-        Command::Backup { dir } => {
-            let to = dir.clone();
-            let written = tokio::task::spawn_blocking(move || backup::backup(&config, &to))
-                .await
-                .context("backup task failed")??;
-            let mut parts = vec![format!("pd.sqlite3 ({} bytes)", written.database_bytes)];
-            if written.server_key {
-                parts.push("server.key".into());
-            }
-            if written.retired_keys > 0 {
-                parts.push(format!("{} retired key(s)", written.retired_keys));
-            }
-            eprintln!("backed up to {}: {}", dir.display(), parts.join(", "));
-            Ok(())
+        Command::Backup { dir } => cmd::backup::run(config, dir).await,
+        Command::Invite(InviteCommand::Create { expires }) => {
+            cmd::invite::create(&config, *expires).await
         }
-        Command::Trust(command) => trust(&config, command).await,
-        Command::ServerKey(command) => server_key(&config, command).await,
+        Command::Trust(command) => cmd::trust::run(&config, command).await,
+        Command::ServerKey(command) => cmd::server_key::run(&config, command).await,
         Command::Migrate {
             from,
             to,
             new_server_key,
-        } => migrate(&config, &from, &to, new_server_key).await,
-        Command::Init => init(&config).await,
-        Command::Invite(InviteCommand::Create { expires }) => {
-            let spec = config.store_spec();
-            let store = Store::connect(&spec)
-                .await
-                .with_context(|| format!("failed to open the store {spec}"))?;
-            let token = registry::create_invite(&store, *expires).await?;
-            store.close().await?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{token}");
-            }
-            Ok(())
-        }
-        Command::Run => {
-            init_tracing(config.log_format);
-            let server = Server::bind(config).await?;
-            let shutdown = shutdown_signal();
-            tokio::pin!(shutdown);
-            let mut hangup = Hangup::new();
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = hangup.recv() => {
-                        if let Err(e) = server.reload_trust().await {
-                            tracing::error!(error = %format!("{e:#}"), "SIGHUP: trust policy not reloaded");
-                        }
-                    }
-                }
-            }
-            server.shutdown().await
-        }
+        } => cmd::migrate::run(&config, &from, &to, new_server_key).await,
+        Command::Init => cmd::init::run(&config).await,
     }
-}
-
-/// `policy` with the copies of its subscribed lists kept in the node's store (when the
-/// node has a store and the policy subscribes to any list).
-async fn with_kept_lists(config: &Config, policy: TrustPolicy) -> anyhow::Result<TrustPolicy> {
-    let spec = config.store_spec();
-    let missing = matches!(&spec, StoreSpec::Sqlite(path) if !path.exists());
-    if policy.local().subscriptions.is_empty() || missing {
-        return Ok(policy);
-    }
-    let store = Store::connect(&spec)
-        .await
-        .with_context(|| format!("failed to open the store {spec}"))?;
-    let trust = Trust::new(policy);
-    restore_archived(&trust, &store).await;
-    store.close().await.context("failed to close the store")?;
-    Ok(trust.current().as_ref().clone())
-}
-
-/// Runs `doctor`: the report goes to stdout, as text or JSON; an error when a step failed.
-#[allow(clippy::print_stdout)]
-async fn doctor(config: &Config, target: &str, json: bool) -> anyhow::Result<()> {
-    let host =
-        Host::parse(target.trim()).map_err(|e| anyhow!("{target:?} is not a valid domain: {e}"))?;
-    let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
-        .context("invalid trust policy")?;
-    let policy = with_kept_lists(config, policy).await?;
-    let report = doctor::diagnose(config, policy, &host).await;
-    if json {
-        let text = serde_json::to_string_pretty(&report).context("failed to format the report")?;
-        println!("{text}");
-    } else {
-        print!("{}", report.to_text());
-    }
-    match report.failures() {
-        0 => Ok(()),
-        n => Err(anyhow!(
-            "{n} of {} checks failed for {host}",
-            report.steps.len()
-        )),
-    }
-}
-
-/// Runs a `trust` subcommand; output goes to stdout.
-#[allow(clippy::print_stdout)]
-async fn trust(config: &Config, command: TrustCommand) -> anyhow::Result<()> {
-    let now = SystemTime::now();
-    match command {
-        TrustCommand::Explain { target } => {
-            let host = Host::parse(target.trim())
-                .map_err(|e| anyhow!("{target:?} is not a valid domain: {e}"))?;
-            let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
-                .context("invalid trust policy")?;
-            let policy = with_kept_lists(config, policy).await?;
-            for sub in &policy.local().subscriptions {
-                if !policy.subscribed().contains_key(&sub.url) {
-                    eprintln!(
-                        "note: subscribed list {} has no kept copy in {}; it is not considered",
-                        sub.url,
-                        config.data_dir.display()
-                    );
-                }
-            }
-            println!("{}", crate::admin::explain(&policy, &host, now).line);
-        }
-        TrustCommand::Export { format, kind } => {
-            let policy = TrustPolicy::new(config.domain.clone(), config.resolved_trust()?)
-                .context("invalid trust policy")?;
-            let kind = EntryKind::from(kind);
-            let entries = policy.effective(kind, now);
-            match format {
-                ListFormatArg::Text => print!("{}", lists::export_text(&entries)),
-                ListFormatArg::Csv => print!("{}", lists::export_mastodon_csv(&entries, kind)),
-            }
-        }
-        TrustCommand::Import { file, kind } => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("failed to read {}", file.display()))?;
-            let mut parsed = lists::parse(&bytes)
-                .with_context(|| format!("failed to parse {}", file.display()))?;
-            let name = file.file_name().map_or_else(
-                || file.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            lists::mark_imported(&mut parsed.entries, &name, now);
-            for warning in &parsed.warnings {
-                eprintln!("warning: line {}: {}", warning.line, warning.message);
-            }
-            let mut snippet = TrustConfig::default();
-            match EntryKind::from(kind) {
-                EntryKind::Allow => snippet.allow = parsed.entries,
-                EntryKind::Deny => snippet.deny = parsed.entries,
-            }
-            // Nested under `trust`, so entries with metadata (arrays of tables) land in
-            // `[[trust.deny]]` rather than at the top level when pasted.
-            #[derive(serde::Serialize)]
-            struct Snippet {
-                trust: TrustConfig,
-            }
-            let text = toml::to_string(&Snippet { trust: snippet })
-                .context("failed to format the entries")?;
-            print!("{text}");
-        }
-    }
-    Ok(())
-}
-
-/// Runs a `server-key` subcommand; output goes to stdout.
-#[allow(clippy::print_stdout)]
-async fn server_key(config: &Config, command: ServerKeyCommand) -> anyhow::Result<()> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let spec = config.store_spec();
-    let shared = if spec.is_shared() {
-        Some(
-            Store::connect(&spec)
-                .await
-                .with_context(|| format!("failed to open the store {spec}"))?,
-        )
-    } else {
-        None
-    };
-    let max_age = config.federation.max_request_age;
-    match command {
-        ServerKeyCommand::Rotate => {
-            let rotated = match &shared {
-                Some(store) => server_keys::rotate_shared(store, max_age, now).await?,
-                None => server_keys::rotate(&config.data_dir, now).with_context(|| {
-                    format!(
-                        "failed to rotate the server key in {}",
-                        config.data_dir.display()
-                    )
-                })?,
-            };
-            println!("{}", rotated.new_key_id);
-            let reload = config.server_key_reload;
-            match &rotated.retired {
-                Some(old) => eprintln!(
-                    "retired {} (published until {}); running nodes publish the new key within \
-                     {} and sign with it {} after the rotation",
-                    old.key_id(),
-                    format_secs(
-                        old.retired_at
-                            .saturating_add(config.federation.max_request_age.as_secs())
-                    ),
-                    humantime::format_duration(reload),
-                    humantime::format_duration(KeyRing::switch_delay_for(reload)),
-                ),
-                None => eprintln!("there was no server key yet; created one"),
-            }
-        }
-        ServerKeyCommand::Show => {
-            let keys = match &shared {
-                Some(store) => server_keys::inspect_shared(store, max_age, now).await?,
-                None => ServerKeys::inspect(&config.data_dir, max_age, now)?,
-            };
-            let current = keys.current_public();
-            println!("{} {}", keys.current_id(), current.fingerprint());
-            for retired in keys.retired() {
-                println!(
-                    "retired {} {} valid until {}",
-                    retired.key_id(),
-                    retired.public_key.fingerprint(),
-                    format_secs(keys.retired_valid_until(retired)),
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs `init`: creates the data directory, the store's schema and the server key where
-/// they are missing, and says what it did.
-async fn init(config: &Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
-    let spec = config.store_spec();
-    let before = match &spec {
-        StoreSpec::Sqlite(path) => {
-            let path = path.clone();
-            Some(
-                tokio::task::spawn_blocking(move || sqlite::file_state(&path))
-                    .await
-                    .context("the database check failed")??,
-            )
-        }
-        StoreSpec::Postgres(_) => None,
-    };
-    let store = Store::connect(&spec)
-        .await
-        .with_context(|| format!("failed to open the store {spec}"))?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let had_key = server_keys::read_current(&config.data_dir)?.is_some();
-    let keys = if store.is_shared() {
-        server_keys::load_shared(
-            &store,
-            &config.data_dir,
-            config.federation.max_request_age,
-            now,
-        )
-        .await?
-    } else {
-        ServerKeys::load(&config.data_dir, config.federation.max_request_age, now)?
-    };
-    store.close().await?;
-    let database = match before {
-        Some(FileState::Initialised) => format!("{spec} was already set up; left as it is"),
-        Some(FileState::Empty) => format!("set up the empty database {spec}"),
-        Some(FileState::Missing) => format!("created the database {spec}"),
-        None => format!("set up the schema of {spec} (existing data left as it is)"),
-    };
-    let key = if had_key && !spec.is_shared() {
-        "kept the server key"
-    } else {
-        "the server key is"
-    };
-    eprintln!("{database}; {key} {}", keys.current_id());
-    Ok(())
-}
-
-/// Runs `migrate`: copies everything from `from` into the empty store `to`, and the
-/// domain's server key with it.
-async fn migrate(
-    config: &Config,
-    from: &StoreSpec,
-    to: &StoreSpec,
-    new_server_key: bool,
-) -> anyhow::Result<()> {
-    if from == to {
-        return Err(anyhow!("--from and --to name the same store"));
-    }
-    for (flag, spec) in [("--from", from), ("--to", to)] {
-        if let StoreSpec::Sqlite(path) = spec
-            && path.is_dir()
-        {
-            return Err(anyhow!(
-                "{flag} {} is a directory; name the database file, e.g. {}",
-                path.display(),
-                path.join("pd.sqlite3").display()
-            ));
-        }
-    }
-    if let StoreSpec::Sqlite(path) = from
-        && !path.exists()
-    {
-        return Err(anyhow!("{} does not exist", path.display()));
-    }
-    let source = Store::connect(from)
-        .await
-        .with_context(|| format!("failed to open {from}"))?;
-    let target = Store::connect(to)
-        .await
-        .with_context(|| format!("failed to open {to}"))?;
-    let outcome = migrate_between(config, from, &source, to, &target, new_server_key).await;
-    source.close().await?;
-    target.close().await?;
-    outcome
-}
-
-/// Where the domain's server key ends up after a migration.
-enum KeyPlan {
-    /// Store this key in the target (database row or `server.key` file).
-    Carry(Box<SecretKey>),
-    /// The target already holds this very key.
-    AlreadyThere,
-    /// No key is carried (`--new-server-key`): the target's own key, or a new one on the
-    /// first start, becomes the domain's key.
-    New,
-}
-
-async fn migrate_between(
-    config: &Config,
-    from: &StoreSpec,
-    source: &Store,
-    to: &StoreSpec,
-    target: &Store,
-    new_server_key: bool,
-) -> anyhow::Result<()> {
-    // Decided before anything is copied, so that a refusal leaves the target untouched.
-    let plan = key_plan(config, from, source, to, target, new_server_key).await?;
-    let dump = source
-        .export()
-        .await
-        .with_context(|| format!("failed to read {from}"))?;
-    let (accounts, sessions, invites, lists) = (
-        dump.accounts.len(),
-        dump.sessions.len(),
-        dump.invites.len(),
-        dump.trust_lists.len(),
-    );
-    let records = dump
-        .accounts
-        .iter()
-        .filter(|a| a.presence.is_some())
-        .count();
-    target
-        .import(dump)
-        .await
-        .with_context(|| format!("failed to write {to}"))?;
-    eprintln!(
-        "copied {accounts} accounts ({records} with a presence record), {sessions} sessions, \
-         {invites} invites and {lists} kept trust lists from {from} to {to}"
-    );
-    match plan {
-        KeyPlan::Carry(key) => {
-            let id = server_key_id(&key.public());
-            match to {
-                StoreSpec::Postgres(_) => {
-                    let stored = target.shared_server_keys(key.to_text()).await?;
-                    if stored.current.trim() != key.to_text().trim() {
-                        return Err(anyhow!(
-                            "{to} took another server key meanwhile; the domain's key {id} was \
-                             not stored"
-                        ));
-                    }
-                    eprintln!("stored the server key {id} in {to}");
-                }
-                StoreSpec::Sqlite(path) => {
-                    let dir = sqlite_dir(path);
-                    server_keys::install_current(&dir, &key)?;
-                    eprintln!(
-                        "wrote the server key {id} to {}",
-                        dir.join(server_keys::CURRENT_KEY_FILE).display()
-                    );
-                }
-            }
-        }
-        KeyPlan::AlreadyThere => eprintln!("{to} already holds the domain's server key"),
-        KeyPlan::New => eprintln!(
-            "note: no server key was carried over (--new-server-key): the domain's key \
-             changes, and other nodes fetch the new one"
-        ),
-    }
-    Ok(())
-}
-
-/// The directory an SQLite database file lives in (the node's data directory when the
-/// file is its `pd.sqlite3`).
-fn sqlite_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Finds the domain's server key for a migration from `from`, and checks that `to` can
-/// take it.
-async fn key_plan(
-    config: &Config,
-    from: &StoreSpec,
-    source: &Store,
-    to: &StoreSpec,
-    target: &Store,
-    new_server_key: bool,
-) -> anyhow::Result<KeyPlan> {
-    let (found, looked_in) = match from {
-        StoreSpec::Postgres(_) => {
-            let key = source
-                .read_server_keys()
-                .await
-                .with_context(|| format!("failed to read the server key in {from}"))?
-                .map(|k| {
-                    SecretKey::from_text(k.current.trim())
-                        .with_context(|| format!("the server key stored in {from} is malformed"))
-                })
-                .transpose()?;
-            (key, from.to_string())
-        }
-        StoreSpec::Sqlite(path) => {
-            let mut dirs = vec![sqlite_dir(path), config.data_dir.clone()];
-            dirs.dedup_by(|a, b| same_dir(a, b));
-            let mut keys: Vec<(PathBuf, SecretKey)> = Vec::new();
-            for dir in &dirs {
-                if let Some(key) = server_keys::read_current(dir)? {
-                    keys.push((dir.clone(), key));
-                }
-            }
-            if let [(a, ka), (b, kb)] = keys.as_slice()
-                && ka.public() != kb.public()
-            {
-                return Err(anyhow!(
-                    "{} and {} hold different server keys ({} and {}); name the node's data \
-                     directory with --data-dir",
-                    a.display(),
-                    b.display(),
-                    server_key_id(&ka.public()),
-                    server_key_id(&kb.public())
-                ));
-            }
-            let looked_in = dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" and ");
-            (keys.into_iter().next().map(|(_, k)| k), looked_in)
-        }
-    };
-    let existing = match to {
-        StoreSpec::Postgres(_) => target
-            .read_server_keys()
-            .await
-            .with_context(|| format!("failed to read the server key in {to}"))?
-            .map(|k| SecretKey::from_text(k.current.trim()))
-            .transpose()
-            .with_context(|| format!("the server key stored in {to} is malformed"))?,
-        StoreSpec::Sqlite(path) => server_keys::read_current(&sqlite_dir(path))?,
-    };
-    let Some(key) = found else {
-        if new_server_key {
-            return Ok(KeyPlan::New);
-        }
-        return Err(anyhow!(
-            "no server key found in {looked_in}: moving without it would change the domain's \
-             identity towards other nodes. Name the node's data directory with --data-dir (or \
-             --config), or pass --new-server-key to accept a new key"
-        ));
-    };
-    match existing {
-        None => Ok(KeyPlan::Carry(Box::new(key))),
-        Some(other) if other.public() == key.public() => Ok(KeyPlan::AlreadyThere),
-        Some(_) if new_server_key => Ok(KeyPlan::New),
-        Some(other) => Err(anyhow!(
-            "{to} already holds another server key ({}) than the domain's ({}); remove it \
-             first, or pass --new-server-key to keep it as the domain's new key",
-            server_key_id(&other.public()),
-            server_key_id(&key.public())
-        )),
-    }
-}
-
-/// Whether two paths name the same directory.
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
-
-/// Unix seconds as an RFC 3339 UTC time.
-fn format_secs(secs: u64) -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-}
-
-/// SIGHUP, which reloads the trust policy (unix only).
-struct Hangup {
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-}
-
-impl Hangup {
-    fn new() -> Self {
-        Self {
-            #[cfg(unix)]
-            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
-        }
-    }
-
-    /// Completes on the next SIGHUP (never, where there is none).
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(signal) = self.signal.as_mut() {
-            signal.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Sets up logging to stderr in the configured format (`RUST_LOG` overrides the level).
-/// Text is coloured only when stderr is a terminal (and `NO_COLOR` is unset), so a journal
-/// or a log file gets plain lines.
-pub fn init_tracing(format: LogFormat) {
-    use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pd_server=info"));
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Completes on Ctrl+C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

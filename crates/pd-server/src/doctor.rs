@@ -21,7 +21,7 @@ use pd_federation::discovery::{Discovery, Route, Via};
 use pd_federation::error::{DiscoveryError, OutboundError};
 use pd_federation::guard::GuardedClient;
 use pd_federation::node_auth::NodeSigner;
-use pd_federation::resolver::UpstreamError;
+use pd_federation::resolver::ResolveError;
 use pd_federation::trust::{Trust, TrustPolicy};
 use pd_federation::upstream::Upstream;
 use pd_proto::node_auth::server_key_id;
@@ -303,7 +303,7 @@ async fn run_steps(steps: &mut Steps, config: &Config, policy: TrustPolicy, targ
     let upstream = federation::upstream(config, &discovery, signer);
     let probe = probe_address(target);
     match upstream.fetch_lookup(&probe).await {
-        Err(UpstreamError::UnknownUser) => steps.pass(
+        Err(ResolveError::UnknownUser) => steps.pass(
             "signed-request",
             format!(
                 "{target} authenticated a lookup signed by {origin} and answered unknown-user \
@@ -521,10 +521,10 @@ fn keys_hint(target: &Host, route: &Route, err: &DiscoveryError) -> String {
 fn request_hint(
     origin: &Host,
     target: &Host,
-    err: &UpstreamError,
+    err: &ResolveError,
     answer: Option<&(u16, Option<Problem>)>,
 ) -> String {
-    if matches!(err, UpstreamError::RemoteRefused) {
+    if matches!(err, ResolveError::RemoteRefused) {
         return format!(
             "{target}'s trust policy does not federate with {origin}: ask its operators to \
              allow {origin} (lookups in both directions need both sides to agree)"

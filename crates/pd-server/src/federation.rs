@@ -3,10 +3,11 @@
 //! upstream lookups, the inbound verifier with the trust policy as its origin policy, and
 //! the trust handle with its list subscriptions (their last good copies kept in the store).
 //!
-//! Architecture invariant: the trust policy is asked before every resolver call, before any
-//! origin key is fetched, and (inside `Discovery`, on every path that locates a node) about
-//! every domain and delegation target before it is contacted, so a refused domain causes no
-//! network traffic at all.
+//! Architecture invariant: the trust policy is asked before every resolver call (the
+//! resolver is private; [`Federation::resolve`] is the only way to it and asks first),
+//! before any origin key is fetched, and (inside `Discovery`, on every path that locates a
+//! node) about every domain and delegation target before it is contacted, so a refused
+//! domain causes no network traffic at all.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,27 +18,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
+use pd_federation::backoff::PeerStatus;
 use pd_federation::destination_limit::DestinationLimit;
 use pd_federation::discovery::Discovery;
 use pd_federation::guard::GuardedClient;
 use pd_federation::node_auth::{InboundVerifier, NodeSigner};
-use pd_federation::resolver::Resolver;
+use pd_federation::resolver::{ResolveError, Resolved, Resolver, ResolverMetrics};
 use pd_federation::trust::{
     ArchivedList, ListArchive, PolicyDiff, SubscriptionRefresher, SubscriptionStatus, Trust,
     TrustPolicy,
 };
 use pd_federation::upstream::Upstream;
-use pd_proto::{Host, SecretKey};
+use pd_proto::{Address, Host, LookupMode, SecretKey};
 use tokio::sync::watch;
 use url::Url;
 
 use crate::config::{Config, ConfigError};
 use crate::store::Store;
 
+/// Why [`Federation::resolve`] gave no answer.
+#[derive(Debug)]
+pub enum RemoteError {
+    /// The trust policy refuses the domain (the verdict's reason label); nothing was
+    /// asked.
+    Refused(&'static str),
+    /// The resolver's error.
+    Failed(ResolveError),
+}
+
 /// Everything the node needs to talk to other nodes; shared behind an `Arc`.
 pub struct Federation {
-    /// Lookups of other domains' users.
-    pub resolver: Resolver<Upstream>,
+    /// Lookups of other domains' users; reached only through [`Federation::resolve`],
+    /// which asks the trust policy first.
+    resolver: Resolver<Upstream>,
     /// Authenticates signed node-to-node requests; refuses origins the trust policy refuses
     /// before fetching their keys.
     pub verifier: InboundVerifier,
@@ -90,6 +103,53 @@ impl Federation {
             discovery,
             refresher,
         })
+    }
+
+    /// Looks `address` up through the resolver (cache, then one signed upstream lookup,
+    /// per `mode`), after asking the trust policy about its domain: a refused domain causes
+    /// no network traffic and gets no answer from the cache, in every mode.
+    pub async fn resolve(
+        &self,
+        address: &Address,
+        mode: LookupMode,
+    ) -> Result<Resolved, RemoteError> {
+        let verdict = self.trust.decide(address.host());
+        if !verdict.allowed {
+            return Err(RemoteError::Refused(verdict.why.as_str()));
+        }
+        self.resolver
+            .lookup(address, mode)
+            .await
+            .map_err(RemoteError::Failed)
+    }
+
+    /// The peers the resolver tracks, with their backoff state.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.resolver.peers()
+    }
+
+    /// Clears the backoff of `host`; returns whether the peer was known.
+    pub fn retry_now(&self, host: &Host) -> bool {
+        self.resolver.retry_now(host)
+    }
+
+    /// Drops the cached answers about addresses at `host`; returns how many.
+    pub async fn flush_domain(&self, host: &Host) -> usize {
+        self.resolver.flush_domain(host).await
+    }
+
+    /// How many answers the cache holds (after its pending maintenance), for the status
+    /// pages and tests; the cached answers themselves are only served through
+    /// [`Federation::resolve`].
+    pub async fn cached_answers(&self) -> u64 {
+        let cache = self.resolver.cache();
+        cache.run_pending_tasks().await;
+        cache.entry_count()
+    }
+
+    /// The resolver's metrics, to register with the node's.
+    pub fn resolver_metrics(&self) -> &ResolverMetrics {
+        self.resolver.metrics()
     }
 
     /// Reads the trust policy again (from the configuration file the node was started

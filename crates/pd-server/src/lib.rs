@@ -10,7 +10,9 @@
 pub mod admin;
 pub mod backup;
 pub mod cli;
+mod cmd;
 pub mod config;
+pub mod directory;
 pub mod doctor;
 pub mod federation;
 pub mod healthcheck;

@@ -26,7 +26,7 @@ use pd_proto::signed::SignedError;
 use pd_proto::wire::{AccountInfo, PublishResponse, RegisterRequest, RotateRequest};
 use pd_proto::{
     Address, Deletion, Host, KeyError, Login, Name, Presence, PublicKey, Record, RecordError,
-    RotationProof, Signed, Withdrawal, now_micros,
+    RotationProof, Signed, Withdrawal, now_micros, now_secs,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -171,10 +171,6 @@ pub struct Registry {
     /// Writers hold this exclusively while they commit and update the cache; cache misses
     /// hold it shared while they load, so a slow load cannot overwrite a newer write.
     write_lock: RwLock<()>,
-}
-
-fn now_secs() -> u64 {
-    now_micros() / 1_000_000
 }
 
 /// Hash under which an invite or session token is stored.

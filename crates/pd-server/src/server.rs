@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, TlsConfig};
+use crate::directory::Directory;
 use crate::federation::Federation;
 use crate::listener::{self, ConnectionLimits, FirstByte};
 use crate::metrics::Metrics;
@@ -138,14 +139,22 @@ impl Server {
             registry.store().clone(),
         )?);
         federation.restore_trust_lists().await;
-        let metrics = Metrics::with_extra(|r| federation.resolver.metrics().register(r));
+        let metrics = Arc::new(Metrics::with_extra(|r| {
+            federation.resolver_metrics().register(r);
+        }));
+        let directory = Directory::new(
+            Arc::clone(&registry),
+            Arc::clone(&federation),
+            Arc::clone(&metrics),
+        );
         let grace = config.limits.request_timeout + Duration::from_secs(1);
         let state = AppState::new(Shared {
             config: Arc::new(config),
             registry: Arc::clone(&registry),
-            metrics: Arc::new(metrics),
+            metrics,
             server_keys: Arc::clone(&key_ring),
             federation: Arc::clone(&federation),
+            directory,
         });
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();

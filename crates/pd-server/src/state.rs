@@ -1,10 +1,12 @@
 //! The state shared by every request handler: cheap handles to the registry, the
-//! configuration, the metrics, the node's identity and its federation side.
+//! configuration, the metrics, the node's identity, its federation side and the lookup's
+//! owner.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -44,6 +46,8 @@ pub struct Shared {
     /// `/.well-known/pd`, and the one signing node-to-node requests; read again every
     /// `server_key_reload`.
     pub server_keys: Arc<KeyRing>,
-    /// Lookups at other nodes, inbound node authentication and the trust policy.
+    /// Inbound node authentication, the trust policy, discovery and the peers' state.
     pub federation: Arc<Federation>,
+    /// Lookups, local and remote: the only way to the resolver.
+    pub directory: Directory,
 }

@@ -137,7 +137,7 @@ impl Cluster {
         assert!(status.success(), "deploy/build-images.sh failed");
         let context = tempfile::tempdir().expect("tempdir");
         std::fs::copy(
-            root.join("tests/compose/Dockerfile.client"),
+            root.join("tests/fixtures/compose/Dockerfile.client"),
             context.path().join("Dockerfile"),
         )
         .expect("copy Dockerfile.client");
@@ -159,7 +159,7 @@ impl Cluster {
 
     /// The compose file, the node configurations and the test CA, in the project directory.
     fn write_context(&self) {
-        let src = workspace_root().join("tests/compose");
+        let src = workspace_root().join("tests/fixtures/compose");
         let dir = self.dir.path();
         std::fs::copy(
             src.join("docker-compose.yml"),

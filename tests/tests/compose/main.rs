@@ -1,7 +1,7 @@
 //! Multi-node federation in docker compose: three real nodes and three client containers,
 //! built from this workspace as static binaries on `FROM scratch` images
 //! (deploy/Dockerfile), on private networks, with HTTPS everywhere under a CA made at test
-//! time (tests/compose).
+//! time (its files: tests/fixtures/compose).
 //!
 //! A custom harness (`harness = false`): the binaries and images are built once, one
 //! cluster serves every scenario in turn, each scenario is reported like a test

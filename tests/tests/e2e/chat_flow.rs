@@ -37,9 +37,8 @@ fn two_users_register_publish_and_find_each_other() {
     // The signed record is included, and verifies on its own.
     let response: LookupResponse = serde_json::from_value(json).unwrap();
     let bob_address = pd_proto::Address::parse("bob@localhost").unwrap();
-    let presence = pd_client::verify_lookup(&bob_address, &response)
-        .unwrap()
-        .expect("a presence record");
+    let verified = pd_proto::verify_lookup_answer(&bob_address, response.clone()).unwrap();
+    let presence = verified.presence().expect("a presence record");
     assert_eq!(presence.endpoints.len(), 2);
     assert_eq!(response.public_key.fingerprint(), bob_fp);
 

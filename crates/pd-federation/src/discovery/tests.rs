@@ -35,7 +35,7 @@ fn discovery_via(server: &MockServer) -> Discovery {
 
 async fn well_known_answers(server: &MockServer, response: ResponseTemplate) {
     Mock::given(method("GET"))
-        .and(path(WELL_KNOWN_PATH))
+        .and(path(pd_proto::paths::WELL_KNOWN))
         .respond_with(response)
         .mount(server)
         .await;

@@ -108,7 +108,7 @@ async fn verified_answer_is_returned_with_a_signed_request() {
     )))
     .await;
     let upstream = upstream_to(&server.uri());
-    let response = upstream.fetch(&addr(ASKED)).await.unwrap();
+    let response = upstream.fetch(&addr(ASKED)).await.unwrap().into_response();
     assert_eq!(response.address, addr(ASKED));
     assert_eq!(response.public_key, user_key().public());
     assert!(response.presence.is_some());
@@ -150,7 +150,7 @@ async fn answer_without_presence_is_accepted() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap();
-    assert!(response.presence.is_none());
+    assert!(response.presence().is_none());
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn answers_about_another_name_or_domain_are_dropped() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, UpstreamError::BadAnswer(_)),
+            matches!(err, ResolveError::BadAnswer(_)),
             "{other}: {err:?}"
         );
     }
@@ -187,7 +187,7 @@ async fn presence_for_another_address_inside_a_matching_answer_is_dropped() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap_err();
-    assert!(matches!(err, UpstreamError::BadAnswer(_)), "{err:?}");
+    assert!(matches!(err, ResolveError::BadAnswer(_)), "{err:?}");
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn bad_presence_signature_is_dropped() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap_err();
-    assert!(matches!(err, UpstreamError::BadAnswer(_)), "{err:?}");
+    assert!(matches!(err, ResolveError::BadAnswer(_)), "{err:?}");
 }
 
 /// A proof of `ASKED` rotating from `old` to `new`, `n` seconds ago.
@@ -243,7 +243,7 @@ async fn a_rotation_chain_ending_at_the_answers_key_is_passed_on() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap();
-    assert_eq!(response.rotations, chain);
+    assert_eq!(response.rotations(), chain);
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn forged_or_broken_rotation_chains_are_dropped() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, UpstreamError::BadAnswer(why) if why.contains("rotation")),
+            matches!(&err, ResolveError::BadAnswer(why) if why.contains("rotation")),
             "{what}: {err:?}"
         );
     }
@@ -314,10 +314,10 @@ async fn problems_map_to_distinct_errors() {
             .await
             .unwrap_err();
         let kind = match err {
-            UpstreamError::UnknownUser => "unknown",
-            UpstreamError::RemoteRefused => "refused",
-            UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::BadAnswer(_) => "bad",
+            ResolveError::UnknownUser => "unknown",
+            ResolveError::RemoteRefused => "refused",
+            ResolveError::Unreachable(_) => "unreachable",
+            ResolveError::BadAnswer(_) => "bad",
             _ => "other",
         };
         assert_eq!(kind, expected, "{err:?}");
@@ -336,7 +336,7 @@ async fn slow_and_dead_nodes_are_unreachable() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap_err();
-    assert!(matches!(err, UpstreamError::Unreachable(_)), "{err:?}");
+    assert!(matches!(err, ResolveError::Unreachable(_)), "{err:?}");
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let uri = format!("http://{}", listener.local_addr().unwrap());
@@ -345,7 +345,7 @@ async fn slow_and_dead_nodes_are_unreachable() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap_err();
-    assert!(matches!(err, UpstreamError::Unreachable(_)), "{err:?}");
+    assert!(matches!(err, ResolveError::Unreachable(_)), "{err:?}");
 }
 
 #[tokio::test]
@@ -355,7 +355,7 @@ async fn ip_literal_domain_without_static_route_has_no_node() {
         .fetch_lookup(&addr("alice@127.0.0.1"))
         .await
         .unwrap_err();
-    assert_eq!(err, UpstreamError::NoNode);
+    assert_eq!(err, ResolveError::NoNode);
 }
 
 #[tokio::test]
@@ -380,7 +380,7 @@ async fn expired_presence_is_dropped_not_refused() {
         .fetch_lookup(&addr(ASKED))
         .await
         .unwrap();
-    assert!(response.presence.is_none());
+    assert!(response.presence().is_none());
 }
 
 #[tokio::test]
@@ -464,7 +464,7 @@ async fn a_delegation_target_the_policy_refuses_is_never_contacted() {
         .unwrap_err();
     assert_eq!(
         err,
-        UpstreamError::DelegationRefused("pd.evil.example".into())
+        ResolveError::DelegationRefused("pd.evil.example".into())
     );
     // Only the delegation document was fetched.
     assert_eq!(server.received_requests().await.unwrap().len(), 1);

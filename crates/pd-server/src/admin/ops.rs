@@ -127,7 +127,6 @@ pub fn peers(state: &AppState) -> Vec<PeerReport> {
     let now = SystemTime::now();
     state
         .federation
-        .resolver
         .peers()
         .into_iter()
         .map(|status| {
@@ -154,7 +153,7 @@ pub fn static_routes(state: &AppState) -> Vec<(Host, Url)> {
 
 /// Clears the backoff of `host`, so that the next lookup contacts it at once.
 pub fn retry(state: &AppState, host: &Host) -> Result<(), AdminError> {
-    if !state.federation.resolver.retry_now(host) {
+    if !state.federation.retry_now(host) {
         return Err(AdminError::NotTracked(host.clone()));
     }
     tracing::info!(remote.host = %host, "peer backoff cleared by the admin");
@@ -164,7 +163,7 @@ pub fn retry(state: &AppState, host: &Host) -> Result<(), AdminError> {
 /// Drops the cached lookups of `host`, and its discovery route and server keys; returns
 /// how many lookups were dropped.
 pub async fn flush(state: &AppState, host: &Host) -> usize {
-    let flushed = state.federation.resolver.flush_domain(host).await;
+    let flushed = state.federation.flush_domain(host).await;
     state.federation.discovery.flush(host).await;
     tracing::info!(remote.host = %host, flushed, "cache of a domain flushed by the admin");
     flushed

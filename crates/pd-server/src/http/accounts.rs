@@ -11,7 +11,7 @@ use crate::state::AppState;
 
 /// `POST /v1/accounts`: creates an account.
 #[utoipa::path(
-    post, path = "/v1/accounts", tag = "accounts",
+    post, path = pd_proto::paths::ACCOUNTS, tag = "accounts",
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = AccountInfo),
@@ -31,7 +31,7 @@ pub(crate) async fn create(
 
 /// `POST /v1/accounts/{address}/rotate`: replaces the account key.
 #[utoipa::path(
-    post, path = "/v1/accounts/{address}/rotate", tag = "accounts",
+    post, path = pd_proto::paths::ROTATE, tag = "accounts",
     params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body = RotateRequest,
     responses(
@@ -51,7 +51,7 @@ pub(crate) async fn rotate(
 
 /// `POST /v1/accounts/{address}/delete`: deletes the account and its presence record.
 #[utoipa::path(
-    post, path = "/v1/accounts/{address}/delete", tag = "accounts",
+    post, path = pd_proto::paths::DELETE, tag = "accounts",
     params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Deletion"),
     responses(

@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use pd_proto::ProblemType;
 use pd_proto::problem::PROBLEM_CONTENT_TYPE;
 
+use pd_federation::resolver::ResolveError;
+
+use crate::directory::LookupError;
 use crate::registry::RegistryError;
 
 /// An internal failure's description, carried to the logging middleware in a response
@@ -139,5 +142,81 @@ impl From<RegistryError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::store(e)
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        let (address, e) = match e {
+            LookupError::Local(e) => return e.into(),
+            // The deciding entry's reason is private; the client only learns the domain.
+            LookupError::Refused { address } => {
+                return Self::new(
+                    ProblemType::RefusedByPolicy,
+                    format!(
+                        "this node does not federate with {}",
+                        address.host().hostname()
+                    ),
+                );
+            }
+            LookupError::Remote { address, error } => (address, error),
+        };
+        let host = address.host().hostname();
+        match e {
+            ResolveError::UnknownUser => Self::new(
+                ProblemType::UnknownUser,
+                format!("{host} has no user {address}"),
+            ),
+            ResolveError::NoNode => Self::new(
+                ProblemType::NoPdNode,
+                format!("{host} does not run a PD node"),
+            ),
+            ResolveError::Unreachable(why) => Self::new(
+                ProblemType::RemoteUnreachable,
+                format!("the node of {host} is unreachable: {why}"),
+            ),
+            ResolveError::BadAnswer(why) => Self::new(
+                ProblemType::BadRemoteAnswer,
+                format!("the node of {host} gave an invalid answer: {why}"),
+            ),
+            ResolveError::RemoteRefused => Self::new(
+                ProblemType::RemoteRefused,
+                format!("{host} does not accept lookups from this node"),
+            ),
+            ResolveError::PeerBackingOff { retry_in } => Self::new(
+                ProblemType::RemoteUnreachable,
+                format!(
+                    "the node of {host} failed recently; next attempt in {} s",
+                    retry_in.as_secs().max(1)
+                ),
+            )
+            .with_retry_after(retry_in.as_secs()),
+            ResolveError::DelegationRefused(target) => Self::new(
+                ProblemType::RefusedByPolicy,
+                format!(
+                    "the node of {host} is at {target}, which this node does not federate with"
+                ),
+            ),
+            ResolveError::NotCached => Self::new(
+                ProblemType::NotCached,
+                format!("no fresh cached answer for {address} (mode=cache-only)"),
+            ),
+            ResolveError::RateLimited {
+                per_second,
+                retry_in,
+            } => Self::new(
+                ProblemType::RateLimited,
+                format!(
+                    "this node sends at most {per_second} uncached lookups a second to {host}; \
+                     retry in {} s",
+                    retry_in.as_secs().max(1)
+                ),
+            )
+            .with_retry_after(retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0)),
+            other => Self::new(
+                ProblemType::RemoteUnreachable,
+                format!("the lookup at {host} failed: {other}"),
+            ),
+        }
     }
 }

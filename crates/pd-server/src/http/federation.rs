@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// for a node whose `Authorization: PD-Node ...` signature verifies and whose domain the
 /// trust policy allows (checked before its keys are fetched).
 #[utoipa::path(
-    get, path = "/v1/federation/lookup/{address}", tag = "federation",
+    get, path = pd_proto::paths::FEDERATION_LOOKUP, tag = "federation",
     params(("address" = pd_proto::Address, Path, description = "The address to look up (a user of this node)")),
     responses(
         (status = 200, description = "The user's key and current presence record", body = pd_proto::wire::LookupResponse),
@@ -75,5 +75,6 @@ pub(crate) async fn lookup(
         ));
     }
     tracing::debug!(remote.host = %origin, %address, "answering a node-to-node lookup");
-    lookup::local(&state, &address).await
+    let answer = state.directory.local(&address).await?;
+    lookup::json(&answer)
 }

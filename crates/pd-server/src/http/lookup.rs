@@ -1,31 +1,22 @@
-//! The lookup endpoint, the node's hot path. A local user's stored presence envelope and
-//! rotation proofs are placed in the response as stored, without parsing or re-serialising
-//! them. Other domains'
-//! users are resolved through federation: the trust policy first (a refused domain causes
-//! no network traffic), then the resolver's cache or one signed upstream lookup.
+//! The lookup endpoint, the node's hot path: extract (address, mode, and the session when
+//! `lookup_access = "users"`), look up through the [`Directory`](crate::directory::Directory),
+//! encode. Failures become problems through `From<LookupError> for ApiError`.
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use std::io::Write as _;
-
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use pd_federation::resolver::{LookupMode, ResolveError};
-use pd_proto::wire::Source;
-use pd_proto::{Address, ProblemType, now_micros};
+use pd_proto::{LookupMode, ProblemType};
 
 use super::error::ApiError;
 use super::extract::{AddressPath, bearer_token};
 use crate::config::LookupAccess;
-use crate::registry::RegistryError;
+use crate::directory::Answer;
 use crate::state::AppState;
-
-/// Seconds a lookup answer without a presence record may be reused.
-const NO_PRESENCE_TTL: u64 = 60;
 
 /// `GET /v1/lookup/{address}`: a user's key and current presence record.
 #[utoipa::path(
-    get, path = "/v1/lookup/{address}", tag = "lookup",
+    get, path = pd_proto::paths::LOOKUP, tag = "lookup",
     params(
         ("address" = String, Path, description = "The address to look up"),
         ("mode" = Option<String>, Query, description = "normal (default), cache-only or refresh; only for other domains' users"),
@@ -48,10 +39,19 @@ pub(crate) async fn get(
     ModeQuery(mode): ModeQuery,
     _: LookupAuth,
 ) -> Result<Response, ApiError> {
-    if !state.registry.is_local(&address) {
-        return remote(&state, &address, mode).await;
-    }
-    local(&state, &address).await
+    let answer = state.directory.lookup(&address, mode).await?;
+    json(&answer)
+}
+
+/// The answer as an `application/json` response.
+pub(crate) fn json(answer: &Answer) -> Result<Response, ApiError> {
+    let body = answer.to_json().map_err(ApiError::internal)?;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// With `lookup_access = "users"`, a valid session token (else 401 unauthenticated). An
@@ -74,8 +74,8 @@ impl FromRequestParts<AppState> for LookupAuth {
     }
 }
 
-/// The `mode` query parameter (`normal`, `cache-only`, `refresh`); other parameters are
-/// ignored, a bad mode is 400 invalid-request.
+/// The `mode` query parameter ([`LookupMode`]); other parameters are ignored, a bad mode
+/// is 400 invalid-request.
 #[derive(Debug, Clone, Copy)]
 pub struct ModeQuery(pub LookupMode);
 
@@ -86,137 +86,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ModeQuery {
         let query = parts.uri.query().unwrap_or_default();
         let mut mode = LookupMode::Normal;
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if key != "mode" {
+            if key != LookupMode::QUERY_PARAMETER {
                 continue;
             }
-            mode = match &*value {
-                "normal" => LookupMode::Normal,
-                "cache-only" => LookupMode::CacheOnly,
-                "refresh" => LookupMode::Refresh,
-                other => {
-                    return Err(ApiError::new(
-                        ProblemType::InvalidRequest,
-                        format!(
-                            "mode must be normal, cache-only or refresh, not {:?}",
-                            other.chars().take(40).collect::<String>()
-                        ),
-                    ));
-                }
-            };
+            mode = LookupMode::parse(&value).ok_or_else(|| {
+                ApiError::new(
+                    ProblemType::InvalidRequest,
+                    format!(
+                        "mode must be normal, cache-only or refresh, not {:?}",
+                        value.chars().take(40).collect::<String>()
+                    ),
+                )
+            })?;
         }
         Ok(Self(mode))
-    }
-}
-
-/// Answers a lookup of another domain's user: trust policy, then the resolver.
-pub async fn remote(
-    state: &AppState,
-    address: &Address,
-    mode: LookupMode,
-) -> Result<Response, ApiError> {
-    let federation = &state.federation;
-    let host = address.host();
-    let verdict = federation.trust.decide(host);
-    if !verdict.allowed {
-        state.metrics.refused_lookup(verdict.why.as_str());
-        state.metrics.lookup("remote", "refused");
-        // The deciding entry's reason is private; the client only learns the domain.
-        return Err(ApiError::new(
-            ProblemType::RefusedByPolicy,
-            format!("this node does not federate with {}", host.hostname()),
-        ));
-    }
-    match federation.resolver.lookup(address, mode).await {
-        Ok(resolved) => {
-            let source = match resolved.response.source {
-                Source::Local => "local",
-                Source::Cache => "cache",
-                Source::Remote => "remote",
-                Source::Stale => "stale",
-            };
-            state.metrics.lookup(source, "found");
-            let mut response = resolved.response;
-            response.ttl = resolved.ttl_secs;
-            let body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
-            let mut response = body.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Ok(response)
-        }
-        Err(e) => {
-            let result = match e {
-                ResolveError::UnknownUser => "not_found",
-                ResolveError::RateLimited { .. } => "rate_limited",
-                ResolveError::DelegationRefused(_) => {
-                    state.metrics.refused_lookup("delegation_refused");
-                    "refused"
-                }
-                _ => "error",
-            };
-            state.metrics.lookup("remote", result);
-            Err(resolve_error(address, e))
-        }
-    }
-}
-
-/// The problem answered for a failed remote lookup.
-fn resolve_error(address: &Address, e: ResolveError) -> ApiError {
-    let host = address.host().hostname();
-    match e {
-        ResolveError::UnknownUser => ApiError::new(
-            ProblemType::UnknownUser,
-            format!("{host} has no user {address}"),
-        ),
-        ResolveError::NoNode => ApiError::new(
-            ProblemType::NoPdNode,
-            format!("{host} does not run a PD node"),
-        ),
-        ResolveError::Unreachable(why) => ApiError::new(
-            ProblemType::RemoteUnreachable,
-            format!("the node of {host} is unreachable: {why}"),
-        ),
-        ResolveError::BadAnswer(why) => ApiError::new(
-            ProblemType::BadRemoteAnswer,
-            format!("the node of {host} gave an invalid answer: {why}"),
-        ),
-        ResolveError::RemoteRefused => ApiError::new(
-            ProblemType::RemoteRefused,
-            format!("{host} does not accept lookups from this node"),
-        ),
-        ResolveError::PeerBackingOff { retry_in } => ApiError::new(
-            ProblemType::RemoteUnreachable,
-            format!(
-                "the node of {host} failed recently; next attempt in {} s",
-                retry_in.as_secs().max(1)
-            ),
-        )
-        .with_retry_after(retry_in.as_secs()),
-        ResolveError::DelegationRefused(target) => ApiError::new(
-            ProblemType::RefusedByPolicy,
-            format!("the node of {host} is at {target}, which this node does not federate with"),
-        ),
-        ResolveError::NotCached => ApiError::new(
-            ProblemType::NotCached,
-            format!("no fresh cached answer for {address} (mode=cache-only)"),
-        ),
-        ResolveError::RateLimited {
-            per_second,
-            retry_in,
-        } => ApiError::new(
-            ProblemType::RateLimited,
-            format!(
-                "this node sends at most {per_second} uncached lookups a second to {host}; \
-                 retry in {} s",
-                retry_in.as_secs().max(1)
-            ),
-        )
-        .with_retry_after(retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0)),
-        other => ApiError::new(
-            ProblemType::RemoteUnreachable,
-            format!("the lookup at {host} failed: {other}"),
-        ),
     }
 }
 
@@ -234,50 +117,4 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiEr
             "the session token is unknown, expired, or its account's key has changed",
         )),
     }
-}
-
-/// Answers a lookup of one of this node's users.
-pub async fn local(state: &AppState, address: &Address) -> Result<Response, ApiError> {
-    let found = match state.registry.lookup_local(address).await {
-        Ok(found) => found,
-        Err(e) => {
-            let result = if matches!(e, RegistryError::UnknownUser(_)) {
-                "not_found"
-            } else {
-                "error"
-            };
-            state.metrics.lookup("local", result);
-            return Err(e.into());
-        }
-    };
-    state.metrics.lookup("local", "found");
-    let now = now_micros() / 1_000_000;
-    let (presence, ttl) = match &found.presence {
-        Some(p) => (&*p.envelope, p.expires_at.saturating_sub(now)),
-        None => ("null", NO_PRESENCE_TTL),
-    };
-    // Addresses and keys serialise as JSON strings without characters that need escaping,
-    // but go through serde anyway so the output is valid JSON by construction. One buffer,
-    // written in place.
-    let rotations = found.rotations.as_ref().map(|r| &*r.json);
-    let mut body = Vec::with_capacity(160 + presence.len() + rotations.map_or(0, |r| r.len() + 14));
-    body.extend_from_slice(b"{\"address\":");
-    serde_json::to_writer(&mut body, address).map_err(ApiError::internal)?;
-    body.extend_from_slice(b",\"public_key\":");
-    serde_json::to_writer(&mut body, &found.key).map_err(ApiError::internal)?;
-    body.extend_from_slice(b",\"presence\":");
-    body.extend_from_slice(presence.as_bytes());
-    // The kept rotation proofs, as stored; the member is absent when there are none.
-    if let Some(rotations) = rotations {
-        body.extend_from_slice(b",\"rotations\":");
-        body.extend_from_slice(rotations.as_bytes());
-    }
-    body.extend_from_slice(b",\"source\":\"local\",\"ttl\":");
-    write!(body, "{ttl}}}").map_err(ApiError::internal)?;
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
 }

@@ -8,7 +8,7 @@ use crate::state::AppState;
 
 /// `GET /metrics`.
 #[utoipa::path(
-    get, path = "/metrics", tag = "node",
+    get, path = pd_proto::paths::METRICS, tag = "node",
     responses((status = 200, description = "Metrics in the OpenMetrics text format, which Prometheus scrapes", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Response {

@@ -36,7 +36,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use futures::future::BoxFuture;
 use ipnet::IpNet;
-use pd_proto::ProblemType;
+use pd_proto::{ProblemType, paths};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_governor::errors::GovernorError;
 use tower_governor::key_extractor::KeyExtractor;
@@ -73,25 +73,19 @@ pub fn router(state: AppState) -> Router {
         "lookups",
     );
     let writes = Router::new()
-        .route("/v1/accounts", post(accounts::create))
-        .route("/v1/accounts/{address}/presence", put(presence::put))
-        .route(
-            "/v1/accounts/{address}/presence/withdraw",
-            post(presence::withdraw),
-        )
-        .route("/v1/accounts/{address}/rotate", post(accounts::rotate))
-        .route("/v1/accounts/{address}/delete", post(accounts::delete))
-        .route("/v1/sessions", post(sessions::create))
+        .route(paths::ACCOUNTS, post(accounts::create))
+        .route(paths::PRESENCE, put(presence::put))
+        .route(paths::PRESENCE_WITHDRAW, post(presence::withdraw))
+        .route(paths::ROTATE, post(accounts::rotate))
+        .route(paths::DELETE, post(accounts::delete))
+        .route(paths::SESSIONS, post(sessions::create))
         .route_layer(write_limit);
     let reads = Router::new()
+        .route(paths::LOOKUP, get(lookup::get).layer(lookup_limit.clone()))
+        .route(paths::FEDERATION_LOOKUP, get(federation::lookup))
+        .route(paths::WHOAMI, get(whoami::get).layer(Extension(client_ip)))
         .route(
-            "/v1/lookup/{address}",
-            get(lookup::get).layer(lookup_limit.clone()),
-        )
-        .route("/v1/federation/lookup/{address}", get(federation::lookup))
-        .route("/v1/whoami", get(whoami::get).layer(Extension(client_ip)))
-        .route(
-            "/.well-known/webfinger",
+            paths::WEBFINGER,
             // The CORS layer answers preflights (every OPTIONS) for the route.
             get(webfinger::get)
                 .layer(lookup_limit)
@@ -102,11 +96,11 @@ pub fn router(state: AppState) -> Router {
                         .allow_methods([Method::GET]),
                 ),
         )
-        .route("/healthz", get(well_known::healthz))
-        .route("/.well-known/pd", get(well_known::get))
-        .route("/.well-known/pd-allowlist.txt", get(well_known::allowlist))
-        .route("/metrics", get(metrics::get))
-        .route("/openapi.json", get(openapi::get));
+        .route(paths::HEALTHZ, get(well_known::healthz))
+        .route(paths::WELL_KNOWN, get(well_known::get))
+        .route(paths::ALLOWLIST, get(well_known::allowlist))
+        .route(paths::METRICS, get(metrics::get))
+        .route(paths::OPENAPI, get(openapi::get));
     let timeout = state.config.limits.request_timeout;
     let max_body = state.config.limits.max_body_bytes;
     writes
@@ -273,21 +267,21 @@ where
 /// The routes of [`router`], so the request counter's route label is borrowed rather than
 /// allocated for them; any other matched path is still counted, as an owned label.
 const ROUTES: &[&str] = &[
-    "/v1/lookup/{address}",
-    "/v1/federation/lookup/{address}",
-    "/v1/whoami",
-    "/.well-known/webfinger",
-    "/healthz",
-    "/.well-known/pd",
-    "/.well-known/pd-allowlist.txt",
-    "/metrics",
-    "/openapi.json",
-    "/v1/accounts",
-    "/v1/accounts/{address}/presence",
-    "/v1/accounts/{address}/presence/withdraw",
-    "/v1/accounts/{address}/rotate",
-    "/v1/accounts/{address}/delete",
-    "/v1/sessions",
+    paths::LOOKUP,
+    paths::FEDERATION_LOOKUP,
+    paths::WHOAMI,
+    paths::WEBFINGER,
+    paths::HEALTHZ,
+    paths::WELL_KNOWN,
+    paths::ALLOWLIST,
+    paths::METRICS,
+    paths::OPENAPI,
+    paths::ACCOUNTS,
+    paths::PRESENCE,
+    paths::PRESENCE_WITHDRAW,
+    paths::ROTATE,
+    paths::DELETE,
+    paths::SESSIONS,
 ];
 
 fn route_label(matched: Option<&MatchedPath>) -> Cow<'static, str> {

@@ -113,7 +113,7 @@ impl utoipa::Modify for CommonResponses {
 }
 
 /// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "node", responses((status = 200, description = "This document")))]
+#[utoipa::path(get, path = pd_proto::paths::OPENAPI, tag = "node", responses((status = 200, description = "This document")))]
 pub(crate) async fn get() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -10,7 +10,7 @@ use crate::state::AppState;
 
 /// `PUT /v1/accounts/{address}/presence`: stores a signed presence record.
 #[utoipa::path(
-    put, path = "/v1/accounts/{address}/presence", tag = "presence",
+    put, path = pd_proto::paths::PRESENCE, tag = "presence",
     params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Presence record"),
     responses(
@@ -30,7 +30,7 @@ pub(crate) async fn put(
 
 /// `POST /v1/accounts/{address}/presence/withdraw`: drops the presence record.
 #[utoipa::path(
-    post, path = "/v1/accounts/{address}/presence/withdraw", tag = "presence",
+    post, path = pd_proto::paths::PRESENCE_WITHDRAW, tag = "presence",
     params(("address" = pd_proto::Address, Path, description = "The account's address")),
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Withdrawal"),
     responses(

@@ -9,7 +9,7 @@ use crate::state::AppState;
 
 /// `POST /v1/sessions`: exchanges a signed login for a bearer token.
 #[utoipa::path(
-    post, path = "/v1/sessions", tag = "sessions",
+    post, path = pd_proto::paths::SESSIONS, tag = "sessions",
     request_body(content = pd_proto::openapi::SignedEnvelope, description = "A signed Login"),
     responses(
         (status = 200, description = "A bearer token", body = LoginResponse),

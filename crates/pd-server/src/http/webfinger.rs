@@ -39,7 +39,7 @@ pub(crate) async fn options() -> impl IntoResponse {
 
 /// `GET /.well-known/webfinger?resource=acct:name@domain`.
 #[utoipa::path(
-    get, path = "/.well-known/webfinger", tag = "discovery",
+    get, path = pd_proto::paths::WEBFINGER, tag = "discovery",
     params(("resource" = String, Query, description = "acct:name@domain")),
     responses(
         (status = 200, description = "A JRD (application/jrd+json) with the account key and a link to the lookup endpoint"),

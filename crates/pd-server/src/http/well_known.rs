@@ -16,7 +16,7 @@ use crate::state::AppState;
 
 /// `GET /healthz`: version and store status; 503 when the store does not answer.
 #[utoipa::path(
-    get, path = "/healthz", tag = "node",
+    get, path = pd_proto::paths::HEALTHZ, tag = "node",
     responses(
         (status = 200, description = "The node can serve", body = Health),
         (status = 503, description = "The store does not answer", body = Health),
@@ -43,7 +43,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 /// `GET /.well-known/pd`: the node's domain, server keys (the current one, then retired
 /// ones still accepted), API version and policies.
 #[utoipa::path(
-    get, path = "/.well-known/pd", tag = "node",
+    get, path = pd_proto::paths::WELL_KNOWN, tag = "node",
     responses((status = 200, description = "The node's domain, server keys, API version and policies", body = WellKnown))
 )]
 pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
@@ -59,7 +59,7 @@ pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
 
 /// `GET /.well-known/pd-allowlist.txt`: the allow entries in force, one per line, when
 /// `publish_allowlist` is on (else 404).
-#[utoipa::path(get, path = "/.well-known/pd-allowlist.txt", tag = "node", responses(
+#[utoipa::path(get, path = pd_proto::paths::ALLOWLIST, tag = "node", responses(
     (status = 200, description = "The node's allow entries, one domain per line", content_type = "text/plain"),
     (status = 404, description = "not-found: the node does not publish its allowlist", body = pd_proto::Problem, content_type = "application/problem+json"),
 ))]

@@ -18,7 +18,7 @@ use super::error::ApiError;
 /// caller's own connection. Needs no authentication: it tells the caller only its own
 /// address. Never cached (`Cache-Control: no-store`).
 #[utoipa::path(
-    get, path = "/v1/whoami", tag = "node",
+    get, path = pd_proto::paths::WHOAMI, tag = "node",
     responses(
         (status = 200, description = "The caller's address as the node sees it; `port` is absent when the address came from a trusted proxy's X-Forwarded-For",
          body = WhoamiResponse,

@@ -652,7 +652,7 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
     assert!(trust.contains(r#"<span class="pattern">later.example</span>"#));
 
     // Without the form token, or from another site, nothing happens.
-    let before = f.node.server.state().federation.resolver.peers();
+    let before = f.node.server.state().federation.peers();
     for (headers, body, status) in [
         (
             vec![form[0]],
@@ -689,7 +689,7 @@ async fn the_forms_do_what_the_json_surface_does_and_refuse_cross_site_posts() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("cross-site request refused"), "{body}");
-    let after = f.node.server.state().federation.resolver.peers();
+    let after = f.node.server.state().federation.peers();
     let failures = |peers: &[pd_federation::backoff::PeerStatus]| {
         peers
             .iter()

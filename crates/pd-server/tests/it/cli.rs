@@ -1,15 +1,9 @@
 //! The `pd-server` binary's subcommands: check-config and invite create.
 
-use std::process::Command;
-
 use pd_server::config::{Config, RegistrationPolicy};
 use reqwest::StatusCode;
 
-use crate::util::{TestNode, User};
-
-fn pd_server() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pd-server"))
-}
+use crate::util::{TestNode, User, pd_server};
 
 #[test]
 fn check_config_accepts_a_good_file() {

@@ -1,5 +1,6 @@
 //! Integration tests of the node: a real server on 127.0.0.1:0 with a real SQLite store
-//! (or PostgreSQL, in `store` and `replicas`), driven over HTTP with real signatures.
+//! (or PostgreSQL, in `store` and `replicas`), driven over HTTP with real signatures, and
+//! its router driven in process (`router`).
 
 mod accounts;
 mod admin_browser;
@@ -23,6 +24,7 @@ mod proxy;
 mod rate_limits;
 mod replicas;
 mod rotations;
+mod router;
 mod routing;
 mod server_key;
 mod store;

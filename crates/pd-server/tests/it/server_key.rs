@@ -3,7 +3,6 @@
 //! request signed with the retired key still verifying at another node.
 
 use std::path::Path;
-use std::process::Command;
 
 use pd_proto::node_auth::server_key_id;
 use pd_proto::wire::WellKnown;
@@ -14,11 +13,7 @@ use pd_server::server_keys::{self, CURRENT_KEY_VALIDITY, RETIRED_DIR};
 use reqwest::StatusCode;
 
 use crate::federation::{network, user_with_presence};
-use crate::util::{TestNode, now_secs};
-
-fn pd_server() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pd-server"))
-}
+use crate::util::{TestNode, now_secs, pd_server};
 
 fn read_key(dir: &Path) -> SecretKey {
     SecretKey::from_text(

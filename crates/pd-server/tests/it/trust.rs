@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::federation::{admin_url, found, lookup_mode, network, requests_to, user_with_presence};
-use crate::util::assert_problem;
+use crate::util::{assert_problem, pd_server};
 
 fn entry(domain: &str) -> Entry {
     Entry::new(pd_federation::trust::DomainPattern::parse(domain).unwrap())
@@ -150,9 +150,7 @@ async fn a_deny_added_at_runtime_takes_effect_for_cached_answers() {
         assert!(!problem.detail.contains("spam"), "{}", problem.detail);
     }
     // The cached answer was dropped, not merely hidden.
-    let cache = a.server.state().federation.resolver.cache();
-    cache.run_pending_tasks().await;
-    assert_eq!(cache.entry_count(), 0);
+    assert_eq!(a.server.state().federation.cached_answers().await, 0);
 
     // The admin surface explains and exports the policy in force.
     let explained: Value = client
@@ -203,10 +201,6 @@ async fn a_deny_added_at_runtime_takes_effect_for_cached_answers() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(found(a, "bob@b.test", None).await["source"], "remote");
-}
-
-fn pd_server() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pd-server"))
 }
 
 fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {

@@ -110,8 +110,11 @@ pub(crate) fn seq() -> u64 {
     }
 }
 
-pub(crate) fn now_secs() -> u64 {
-    now_micros() / 1_000_000
+pub(crate) use pd_proto::now_secs;
+
+/// The `pd-server` binary of this build, as a command.
+pub(crate) fn pd_server() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pd-server"))
 }
 
 pub(crate) fn addr(s: &str) -> Address {

@@ -20,17 +20,18 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
 
 use crate::account::{Account, Answer, is_problem, now_secs};
-use crate::commands::rfc3339;
 use crate::console::{
     Console, HELP, Input, InputMode, LISTEN_COMMANDS, Line, Signal, Signals, View, parse_line,
 };
 use crate::contacts::age;
 use crate::error::{ChatError, EXIT_HOME_UNREACHABLE, EXIT_REMOTE_UNREACHABLE};
+use crate::output::rfc3339;
 use crate::peer::PeerError;
 use crate::peer::cert::{IdentityCert, PeerCert};
 use crate::peer::frame::RefuseReason;
 use crate::peer::known::{KeyCheck, KnownPeers};
 use crate::peer::session::{self, Command, Event};
+use crate::settings::ListenOptions;
 
 /// At most this many connections (conversations and handshakes) at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -39,21 +40,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before retrying a failed publication.
 const REPUBLISH_RETRY: Duration = Duration::from_secs(30);
-
-/// What `chat listen` was asked to do.
-#[derive(Debug, Clone)]
-pub struct ListenOptions {
-    /// Where to listen.
-    pub bind: SocketAddr,
-    /// Endpoints to publish instead of the detected ones (`HOST:PORT`).
-    pub advertise: Vec<Endpoint>,
-    /// Only these addresses may connect (everyone authenticated when empty).
-    pub allow: Vec<Address>,
-    /// Lifetime of the presence record.
-    pub ttl: Duration,
-    /// Read no input (service mode); also chosen when stdin is `/dev/null` or unreadable.
-    pub no_console: bool,
-}
 
 /// One open conversation.
 #[derive(Debug)]
@@ -598,7 +584,7 @@ async fn check_peer(
     // A cached answer may predate a key rotation: ask the peer's home node again.
     if let Answer::Live(found) = &answer
         && *found.public_key() != cert.key
-        && matches!(found.response.source, Source::Cache | Source::Stale)
+        && matches!(found.source(), Source::Cache | Source::Stale)
     {
         answer = lookup(Some(LookupMode::Refresh)).await?;
     }

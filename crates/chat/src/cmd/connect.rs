@@ -12,13 +12,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use super::listen::LEAVE_TIMEOUT;
 use crate::account::{Account, Answer, now_secs};
 use crate::console::{
     CONNECT_COMMANDS, Console, HELP, Input, InputMode, Line, Signal, Signals, View, parse_line,
 };
 use crate::contacts::age;
 use crate::error::ChatError;
-use crate::listen::LEAVE_TIMEOUT;
 use crate::peer::PeerError;
 use crate::peer::cert::IdentityCert;
 use crate::peer::frame::check_text;
@@ -230,7 +230,7 @@ async fn open(
         let now = now_secs();
         let retry = match &answer {
             Answer::Live(found) => {
-                matches!(found.response.source, Source::Cache | Source::Stale) && mode.is_none()
+                matches!(found.source(), Source::Cache | Source::Stale) && mode.is_none()
             }
             Answer::Stored { contact, why } => {
                 console.status(format!(
@@ -241,7 +241,7 @@ async fn open(
             }
         };
         let found = answer.lookup();
-        let endpoints: Vec<Endpoint> = match (&found.presence, &answer) {
+        let endpoints: Vec<Endpoint> = match (found.presence(), &answer) {
             (Some(presence), _) if presence.is_live(now) => presence.endpoints.clone(),
             (Some(presence), Answer::Stored { .. }) => {
                 console.status(format!(
