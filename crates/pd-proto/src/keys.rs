@@ -59,11 +59,19 @@ impl PublicKey {
     /// Length of the raw key in bytes.
     pub const LENGTH: usize = 32;
 
-    /// Parses raw key bytes, refusing invalid and weak keys.
+    /// Parses raw key bytes, refusing invalid, non-canonical and weak keys.
+    ///
+    /// The encoding must be canonical: the one the decoded point compresses back to (its
+    /// `y` below the field prime). ed25519-dalek accepts an encoding with `y ≥ p` and
+    /// hashes those bytes as given, so two spellings of one key would verify different
+    /// signatures; refusing them keeps one spelling per key (section 3 of the spec).
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidKey)?;
         if key.is_weak() {
             return Err(KeyError::WeakKey);
+        }
+        if key.to_edwards().compress().to_bytes() != *bytes {
+            return Err(KeyError::InvalidKey);
         }
         Ok(Self(key))
     }

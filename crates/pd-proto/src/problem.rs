@@ -14,10 +14,12 @@ pub const PROBLEM_TYPE_PREFIX: &str = "urn:pd:problem:";
 pub struct Problem {
     /// Stable identifier of the kind of problem, `urn:pd:problem:<slug>`.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^urn:pd:problem:[a-z0-9-]+$"))]
     pub kind: String,
     /// Short human summary of the kind of problem.
     pub title: String,
     /// HTTP status code.
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 599))]
     pub status: u16,
     /// Human explanation of this occurrence.
     #[serde(default, skip_serializing_if = "String::is_empty")]

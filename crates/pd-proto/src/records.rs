@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::address::Address;
+use crate::address::{Address, Host};
 use crate::keys::PublicKey;
 use crate::signed::{Purpose, Record};
 use crate::{MAX_CLOCK_SKEW_MICROS, MAX_PRESENCE_TTL_SECS};
@@ -41,11 +41,40 @@ pub enum RecordError {
     TooManyEndpoints,
 }
 
+/// The start of [`RecordError::BadEndpoint`]'s message.
+const BAD_ENDPOINT_PREFIX: &str = "endpoint \"";
+
+impl RecordError {
+    /// Whether `message` (a payload decoding error) reports a malformed endpoint: serde
+    /// passes the endpoint's [`RecordError::BadEndpoint`] on as text only, and this is how
+    /// a decoder tells it from a malformed payload.
+    pub fn is_endpoint_message(message: &str) -> bool {
+        message.starts_with(BAD_ENDPOINT_PREFIX)
+    }
+}
+
 /// Where a user can be reached: a URL such as `tcp://203.0.113.5:7000` with a scheme, a host
 /// and a port, and nothing else.
+///
+/// The accepted form is purely syntactic, so that an implementation without a WHATWG URL
+/// parser accepts exactly the same strings (section 5.2 of the spec):
+/// `scheme "://" host [":" port] ["/"]`, where `host [":" port]` is a host of section 2.2
+/// (so no user information, no percent-encoding, no IPv6 zone, a port of 1 to 65535) and
+/// the port may be left out only for a scheme with a default port ([`default_port`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Endpoint(String);
+
+/// The default port of the WHATWG URL Standard's special schemes, the only schemes whose
+/// endpoints may leave the port out (compared case-insensitively).
+pub fn default_port(scheme: &str) -> Option<u16> {
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        "ftp" => Some(21),
+        _ => None,
+    }
+}
 
 impl Endpoint {
     /// Parses and validates an endpoint URL.
@@ -54,18 +83,34 @@ impl Endpoint {
         if s.len() > MAX_ENDPOINT_LEN {
             return Err(bad("longer than 256 bytes"));
         }
-        let url = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host"));
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("only printable ASCII characters are allowed"));
         }
-        if url.port_or_known_default().is_none() {
-            return Err(bad("no port"));
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| bad("not of the form scheme://host:port"))?;
+        let mut chars = scheme.chars();
+        let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !scheme_ok {
+            return Err(bad("malformed scheme"));
         }
-        if !url.username().is_empty() || url.password().is_some() {
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains('/') {
+            return Err(bad("a path is not allowed"));
+        }
+        if authority.contains('@') {
             return Err(bad("user information is not allowed"));
         }
-        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-            return Err(bad("path, query and fragment are not allowed"));
+        if authority.contains(['?', '#']) {
+            return Err(bad("a query or fragment is not allowed"));
+        }
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        let host = Host::parse(authority).map_err(|_| bad("not a valid host and port"))?;
+        if host.port().is_none() && default_port(scheme).is_none() {
+            return Err(bad("no port"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -266,20 +311,58 @@ mod tests {
 
     #[test]
     fn endpoints_are_validated() {
-        Endpoint::parse("tcp://[2001:db8::1]:7000").unwrap();
-        Endpoint::parse("tls://chat.example:443").unwrap();
-        // Special schemes lose their default port in the URL standard; it still counts.
-        Endpoint::parse("https://chat.example:443").unwrap();
+        for good in [
+            "tcp://[2001:db8::1]:7000",
+            "tls://chat.example:443",
+            "https://chat.example:443",
+            "https://chat.example",
+            "HTTPS://Chat.Example",
+            "tcp://203.0.113.5:7000/",
+            "tcp://chat.example.:07000",
+            "x-pd+v1.2://h:1",
+        ] {
+            Endpoint::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
         for bad in [
             "nonsense",
             "tcp://host",
             "tcp://user@host:1",
+            "tcp://@host:1",
             "tcp://host:1/path",
+            "tcp://host:1//",
             "tcp://host:1?q",
+            "tcp://host:1?",
+            "tcp://host:1#",
             "tcp://:1",
+            "tcp://",
+            "tcp://host:0",
+            "tcp://host:65536",
+            "tcp://h%41st:1",
+            "tcp://[fe80::1%25eth0]:1",
+            "tcp://1.2.3.999:1",
+            "tcp://under_score:1",
+            " tcp://host:1",
+            "tcp://ho st:1",
+            "tcp://bücher.example:1",
+            "tcp:host:1",
+            "1tcp://host:1",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad} accepted");
         }
-        assert!(serde_json::from_str::<Endpoint>("\"x\"").is_err());
+        let error = serde_json::from_str::<Endpoint>("\"x\"").unwrap_err();
+        assert!(
+            RecordError::is_endpoint_message(&error.to_string()),
+            "{error}"
+        );
+        let error = Endpoint::parse("tcp://h").unwrap_err();
+        assert!(
+            RecordError::is_endpoint_message(&error.to_string()),
+            "{error}"
+        );
+        let error = serde_json::from_str::<Endpoint>("7").unwrap_err();
+        assert!(
+            !RecordError::is_endpoint_message(&error.to_string()),
+            "{error}"
+        );
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
 use crate::keys::{KeyError, PublicKey, SecretKey, Signature};
+use crate::records::RecordError;
 
 /// Largest accepted payload, in bytes.
 pub const MAX_PAYLOAD_LEN: usize = 4096;
@@ -98,6 +99,10 @@ pub enum SignedError {
     /// The payload is not valid JSON of the expected shape.
     #[error("payload is malformed: {0}")]
     Malformed(String),
+    /// The payload has the expected shape but a value that a record may not hold (a
+    /// malformed presence endpoint): the spec's `invalid-record`, not `invalid-request`.
+    #[error("record content is not acceptable: {0}")]
+    Content(String),
     /// The payload is about another address than the one expected.
     #[error("record is for {found}, expected {expected}")]
     AddressMismatch {
@@ -151,7 +156,14 @@ impl<T: Record> Signed<T> {
         if self.payload.len() > MAX_PAYLOAD_LEN {
             return Err(SignedError::TooLarge);
         }
-        serde_json::from_slice(&self.payload).map_err(|e| SignedError::Malformed(e.to_string()))
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            let message = e.to_string();
+            if RecordError::is_endpoint_message(&message) {
+                SignedError::Content(message)
+            } else {
+                SignedError::Malformed(message)
+            }
+        })
     }
 
     /// Decodes the payload, checks that it is about `expected`, and verifies the signature

@@ -75,6 +75,7 @@ pub type LoginRequest = Signed<Login>;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// Bearer token for `Authorization: Bearer <token>`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::token_schema))]
     pub token: String,
     /// Seconds until the token expires.
     pub expires_in: u64,
@@ -111,6 +112,7 @@ pub struct LookupResponse {
     /// [`MAX_ROTATION_PROOFS`](crate::rotation::MAX_ROTATION_PROOFS)); the last one
     /// introduces `public_key`. Absent when the key was never rotated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub rotations: Vec<RotationProof>,
     /// Where the answer came from.
     pub source: Source,
@@ -138,11 +140,13 @@ pub struct WhoamiResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok` when the node can serve.
+    /// `ok` when the node can serve, else `unavailable`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::health_status_schema))]
     pub status: String,
     /// The node's software version.
     pub version: String,
-    /// `ok` when the store answers.
+    /// `ok` when the store answers, else `error`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::health_store_schema))]
     pub store: String,
 }
 
@@ -151,6 +155,7 @@ pub struct Health {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerKey {
     /// Identifier of the key, `ed25519:<first 8 fingerprint characters>`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^ed25519:[A-Za-z0-9_-]{1,56}$"))]
     pub key_id: String,
     /// The public key.
     pub public_key: PublicKey,
@@ -165,14 +170,82 @@ pub struct WellKnown {
     /// The domain this node serves.
     pub domain: Host,
     /// API version, `v1`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::api_version_schema))]
     pub api_version: String,
     /// Current server keys.
     pub server_keys: Vec<ServerKey>,
     /// Who may call the lookup endpoint: `users` or `public`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::lookup_access_schema))]
     pub lookup_access: String,
     /// Registration policy: `open`, `invite` or `closed`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::registration_schema))]
     pub registration: String,
     /// Base URL of the node's API when it is not `https://<domain>` (delegation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    fn answer() -> serde_json::Value {
+        serde_json::json!({
+            "address": "alice@example.com",
+            "public_key": SecretKey::from_seed(&[1; 32]).public().to_string(),
+            "presence": null,
+            "source": "local",
+            "ttl": 60,
+        })
+    }
+
+    // Issue 14 (spec section 8.9): the required members, unknown members ignored, and a
+    // member of the wrong type or value refusing the whole answer.
+    #[test]
+    fn lookup_response_members() {
+        let parsed: LookupResponse = serde_json::from_value(answer()).unwrap();
+        assert!(parsed.presence.is_none() && parsed.rotations.is_empty());
+
+        let mut extra = answer();
+        extra["signed_by_a_newer_node"] = serde_json::json!({"anything": [1, 2]});
+        serde_json::from_value::<LookupResponse>(extra).unwrap();
+
+        let mut absent = answer();
+        absent.as_object_mut().unwrap().remove("presence");
+        let parsed: LookupResponse = serde_json::from_value(absent).unwrap();
+        assert!(parsed.presence.is_none());
+
+        for member in ["address", "public_key", "source", "ttl"] {
+            let mut missing = answer();
+            missing.as_object_mut().unwrap().remove(member);
+            assert!(
+                serde_json::from_value::<LookupResponse>(missing).is_err(),
+                "{member} is required"
+            );
+        }
+        for (member, value) in [
+            ("source", serde_json::json!("elsewhere")),
+            ("ttl", serde_json::json!(-1)),
+            ("ttl", serde_json::json!(60.0)),
+            ("ttl", serde_json::json!(1e3)),
+            ("ttl", serde_json::json!("60")),
+        ] {
+            let mut bad = answer();
+            bad[member] = value.clone();
+            assert!(
+                serde_json::from_value::<LookupResponse>(bad).is_err(),
+                "{member} = {value}"
+            );
+        }
+        // Integers beyond 2^64 - 1 are refused too (spec section 5, numbers).
+        let text = answer()
+            .to_string()
+            .replace("\"ttl\":60", "\"ttl\":18446744073709551616");
+        assert!(serde_json::from_str::<LookupResponse>(&text).is_err());
+        let text = answer()
+            .to_string()
+            .replace("\"ttl\":60", "\"ttl\":18446744073709551615");
+        serde_json::from_str::<LookupResponse>(&text).unwrap();
+    }
 }

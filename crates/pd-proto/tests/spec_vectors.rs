@@ -144,7 +144,13 @@ fn key_vectors_match_the_spec() {
         hex(&key.public().to_bytes())
     );
     assert_eq!(get(&vectors, "fingerprint"), key.public().fingerprint());
-    assert_eq!(get(&vectors, "secret_key_text"), key.to_text().trim_end());
+    // The key text, and the key file: the text and one LF.
+    let file = json_string(&vectors, "secret_key_file");
+    assert_eq!(file, key.to_text(), "secret key file");
+    assert_eq!(format!("{}\n", get(&vectors, "secret_key_text")), file);
+    for text in [file.as_str(), get(&vectors, "secret_key_text")] {
+        assert_eq!(SecretKey::from_text(text).unwrap().public(), key.public());
+    }
 }
 
 #[test]
@@ -287,6 +293,25 @@ fn node_request_vectors_match_the_spec() {
             )
             .is_err()
     );
+
+    // The same request with the header spelled differently: hosts in another case and
+    // with a leading zero in the port, `ts` with leading zeros. The signing bytes are built
+    // from the normal forms and the value of `ts`, so the same signature verifies.
+    let variant = NodeAuthorization::parse(get(&vectors, "node.authorization_variant")).unwrap();
+    assert_eq!(variant, auth, "the variant header means the same");
+    assert_eq!(
+        variant.signing_bytes(method, path, b""),
+        bytes,
+        "variant signing bytes"
+    );
+    published_key
+        .verify(
+            &variant.signing_bytes(method, path, b""),
+            &variant.signature,
+        )
+        .unwrap();
+    let variant_text = get(&vectors, "node.authorization_variant");
+    assert!(variant_text.contains("ts=\"0") && variant_text != header);
 }
 
 #[test]
@@ -334,8 +359,27 @@ fn spec_vectors_are_all_checked() {
         "signing_bytes",
         "signature",
         "authorization",
+        "authorization_variant",
     ] {
         known.push(format!("node.{field}"));
+    }
+    for field in [
+        "high_s_signature",
+        "small_order_r_signature",
+        "weak_keys",
+        "weak_key_signature",
+        "noncanonical_key",
+    ] {
+        known.push(format!("strict.{field}"));
+    }
+    known.push("secret_key_file".to_owned());
+    for name in [
+        "host.accept",
+        "host.refuse",
+        "endpoint.accept",
+        "endpoint.refuse",
+    ] {
+        known.push(name.to_owned());
     }
     for name in vectors_names() {
         assert!(
@@ -347,4 +391,200 @@ fn spec_vectors_are_all_checked() {
 
 fn vectors_names() -> Vec<String> {
     spec_vectors().into_keys().collect()
+}
+
+/// The group order L, little-endian (RFC 8032 section 5.1).
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+fn unhex<const N: usize>(text: &str) -> [u8; N] {
+    assert_eq!(text.len(), 2 * N, "{text:?} is not {N} bytes of hex");
+    std::array::from_fn(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
+}
+
+fn signature_from(r: &[u8; 32], s: &[u8; 32]) -> Signature {
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(r);
+    bytes[32..].copy_from_slice(s);
+    Signature::from_bytes(&bytes)
+}
+
+/// The library's own, non-strict check: the cofactorless equation with a canonical `S`,
+/// without the small-order refusals. Each refusal vector passes it (or fails only on the
+/// rule it illustrates), so that the vector shows what the strict rules add.
+fn verifies_loosely(key: &[u8; 32], message: &[u8], signature: &Signature) -> bool {
+    use ed25519_dalek::Verifier as _;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(key).unwrap();
+    let signature = ed25519_dalek::Signature::from_bytes(&signature.to_bytes());
+    key.verify(message, &signature).is_ok()
+}
+
+#[test]
+fn strict_verification_vectors_match_the_spec() {
+    use curve25519_dalek::Scalar;
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use sha2::{Digest, Sha512};
+
+    let vectors = spec_vectors();
+    let key = SecretKey::from_seed(&seed());
+    let public = key.public().to_bytes();
+    let message = json_string(&vectors, "registration.signing_bytes").into_bytes();
+    let good: Signature = get(&vectors, "registration.signature").parse().unwrap();
+    key.public().verify(&message, &good).unwrap();
+    let good = good.to_bytes();
+    let r: [u8; 32] = good[..32].try_into().unwrap();
+    let s: [u8; 32] = good[32..].try_into().unwrap();
+
+    // L is the order: it is not a canonical scalar and reduces to zero.
+    assert!(bool::from(
+        Scalar::from_canonical_bytes(GROUP_ORDER).is_none()
+    ));
+    assert_eq!(Scalar::from_bytes_mod_order(GROUP_ORDER), Scalar::ZERO);
+
+    // 1. S + L: the same signature with a non-canonical scalar. It reduces to the good S,
+    //    so only the rule S < L refuses it.
+    let mut high_s = [0u8; 32];
+    let mut carry = 0u16;
+    for ((out, a), b) in high_s.iter_mut().zip(s).zip(GROUP_ORDER) {
+        let sum = u16::from(a) + u16::from(b) + carry;
+        *out = sum.to_le_bytes()[0];
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0);
+    assert_eq!(
+        Scalar::from_bytes_mod_order(high_s),
+        Scalar::from_canonical_bytes(s).unwrap()
+    );
+    let high_s = signature_from(&r, &high_s);
+    assert_eq!(high_s.to_string(), get(&vectors, "strict.high_s_signature"));
+    assert!(key.public().verify(&message, &high_s).is_err());
+
+    // 2. R of small order (the identity) with S = k·a: the cofactorless equation holds,
+    //    only the small-order rule for R refuses it.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let k = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(identity)
+            .chain_update(public)
+            .chain_update(&message),
+    );
+    let a = ed25519_dalek::SigningKey::from_bytes(&seed()).to_scalar();
+    let small_r = signature_from(&identity, &(k * a).to_bytes());
+    assert_eq!(
+        small_r.to_string(),
+        get(&vectors, "strict.small_order_r_signature")
+    );
+    assert!(verifies_loosely(&public, &message, &small_r));
+    assert!(key.public().verify(&message, &small_r).is_err());
+
+    // 3. The eight canonical encodings of the points of small order: each is refused as a
+    //    key ("weak"), and they are exactly the library's eight-torsion points.
+    let weak: Vec<[u8; 32]> = get(&vectors, "strict.weak_keys")
+        .split(' ')
+        .map(unhex::<32>)
+        .collect();
+    let mut torsion: Vec<[u8; 32]> = EIGHT_TORSION.iter().map(|p| p.compress().0).collect();
+    let mut listed = weak.clone();
+    torsion.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(
+        listed, torsion,
+        "strict.weak_keys are the eight small-order points"
+    );
+    for bytes in &weak {
+        let point = CompressedEdwardsY(*bytes).decompress().unwrap();
+        assert!(point.is_small_order());
+        assert_eq!(
+            PublicKey::from_bytes(bytes),
+            Err(pd_proto::KeyError::WeakKey)
+        );
+    }
+
+    // 4. Under the identity as key, R = identity and S = 0 pass the cofactorless equation
+    //    for every message; the weak key refuses it.
+    let forged = signature_from(&identity, &[0; 32]);
+    assert_eq!(
+        forged.to_string(),
+        get(&vectors, "strict.weak_key_signature")
+    );
+    assert!(verifies_loosely(&identity, &message, &forged));
+    assert!(verifies_loosely(&identity, b"any other message", &forged));
+
+    // 5. A non-canonical key encoding: y = p + c with y mod p = c on the curve and not of
+    //    small order. ed25519-dalek decodes it; a PD key parser refuses it.
+    let noncanonical: [u8; 32] = unhex(get(&vectors, "strict.noncanonical_key"));
+    let mut p_plus = [0xffu8; 32];
+    p_plus[31] = 0x7f;
+    let c = noncanonical[0]
+        .checked_sub(0xed)
+        .expect("strict.noncanonical_key is p + c");
+    p_plus[0] = 0xed + c;
+    assert_eq!(noncanonical, p_plus, "strict.noncanonical_key is p + {c}");
+    let point = CompressedEdwardsY(noncanonical).decompress().unwrap();
+    assert!(!point.is_small_order());
+    let mut canonical = [0u8; 32];
+    canonical[0] = c;
+    assert_eq!(point.compress().0, canonical);
+    assert!(ed25519_dalek::VerifyingKey::from_bytes(&noncanonical).is_ok());
+    assert_eq!(
+        PublicKey::from_bytes(&noncanonical),
+        Err(pd_proto::KeyError::InvalidKey)
+    );
+    assert!(PublicKey::from_bytes(&canonical).is_ok());
+    // It is the smallest such c, so the vector is not a choice.
+    for smaller in 0..c {
+        let mut bytes = p_plus;
+        bytes[0] = 0xed + smaller;
+        if let Some(point) = CompressedEdwardsY(bytes).decompress() {
+            assert!(point.is_small_order(), "p + {smaller} is a better vector");
+        }
+    }
+}
+
+/// A vector holding a JSON value.
+fn json_vector<T: serde::de::DeserializeOwned>(
+    vectors: &BTreeMap<String, String>,
+    name: &str,
+) -> T {
+    serde_json::from_str(get(vectors, name))
+        .unwrap_or_else(|e| panic!("vector.{name} is not the expected JSON: {e}"))
+}
+
+#[test]
+fn host_and_endpoint_vectors_match_the_spec() {
+    let vectors = spec_vectors();
+    let accept: Vec<(String, String)> = json_vector(&vectors, "host.accept");
+    for (input, normal) in &accept {
+        let host = Host::parse(input).unwrap_or_else(|e| panic!("host {input:?} refused: {e}"));
+        assert_eq!(&host.to_string(), normal, "normal form of host {input:?}");
+        // The same host in an address.
+        let address = Address::parse(&format!("a@{input}")).unwrap();
+        assert_eq!(address.to_string(), format!("a@{normal}"));
+    }
+    let refuse: Vec<String> = json_vector(&vectors, "host.refuse");
+    for input in &refuse {
+        assert!(Host::parse(input).is_err(), "host {input:?} accepted");
+        assert!(
+            Address::parse(&format!("a@{input}")).is_err(),
+            "address a@{input} accepted"
+        );
+    }
+    let accept: Vec<String> = json_vector(&vectors, "endpoint.accept");
+    for input in &accept {
+        let endpoint =
+            Endpoint::parse(input).unwrap_or_else(|e| panic!("endpoint {input:?} refused: {e}"));
+        // Endpoints are kept as written, never normalised.
+        assert_eq!(endpoint.as_str(), input);
+    }
+    let refuse: Vec<String> = json_vector(&vectors, "endpoint.refuse");
+    for input in &refuse {
+        assert!(
+            Endpoint::parse(input).is_err(),
+            "endpoint {input:?} accepted"
+        );
+    }
 }

@@ -277,6 +277,12 @@ pub struct AdminConfig {
 pub struct Config {
     /// The domain this node serves: the host part of its users' addresses. Default: "localhost".
     pub domain: Host,
+    /// The URL under which this node's API is reached from outside, when it is not
+    /// `https://<domain>`: for a delegated domain, the `base_url` that the domain's
+    /// `/.well-known/pd` names (an `http` or `https` URL with a host, an optional port and
+    /// path, and no user information, query or fragment). WebFinger links point under it.
+    /// Default: none (`https://<domain>`).
+    pub base_url: Option<String>,
     /// Address and port to listen on; port 0 picks a free one. Default: "127.0.0.1:8080".
     pub listen: SocketAddr,
     /// Directory holding the database and the server key. Default: "./pd-data".
@@ -341,6 +347,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             domain: default_domain(),
+            base_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./pd-data"),
             store: None,
@@ -463,9 +470,34 @@ impl Config {
         Ok(())
     }
 
+    /// The base URL of this node's API as others reach it, without a trailing `/`:
+    /// `base_url` when set, else `https://<domain>`.
+    pub fn public_base_url(&self) -> String {
+        match &self.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("https://{}", self.domain),
+        }
+    }
+
     /// Checks ranges and consistency, with a message naming the offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if let Some(base) = &self.base_url {
+            let well_formed = url::Url::parse(base).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some_and(|h| !h.is_empty())
+                    && url.username().is_empty()
+                    && url.password().is_none()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            });
+            if !well_formed {
+                return bad(
+                    "base_url must be an http or https URL with a host and without user \
+                     information, query or fragment",
+                );
+            }
+        }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty");
         }
@@ -642,6 +674,25 @@ mod tests {
         let c = Config::from_toml(s, Path::new("test.toml"))?;
         c.validate()?;
         Ok(c)
+    }
+
+    #[test]
+    fn base_url_is_checked_and_defaults_to_the_domain() {
+        let c = parse("domain = \"example.com\"").unwrap();
+        assert_eq!(c.public_base_url(), "https://example.com");
+        let c = parse("domain = \"example.com\"\nbase_url = \"https://pd.example.com:8443/api/\"")
+            .unwrap();
+        assert_eq!(c.public_base_url(), "https://pd.example.com:8443/api");
+        for bad in [
+            "ftp://pd.example.com",
+            "https://user@pd.example.com",
+            "https://pd.example.com/?q",
+            "https://pd.example.com/#f",
+            "pd.example.com",
+        ] {
+            let text = format!("base_url = \"{bad}\"");
+            assert!(parse(&text).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub enum RegistryError {
     /// The record's content is not acceptable.
     #[error("{0}")]
     InvalidRecord(RecordError),
+    /// The record's content is not acceptable, found while decoding the payload (a
+    /// malformed endpoint).
+    #[error("{0}")]
+    InvalidContent(String),
     /// The operation is dated outside the allowed clock skew.
     #[error("{0}")]
     Stale(RecordError),
@@ -207,6 +211,7 @@ fn signed_error(e: SignedError) -> RegistryError {
                 RegistryError::InvalidRequest(format!("payload is malformed: {m}"))
             }
         }
+        SignedError::Content(m) => RegistryError::InvalidContent(m),
         SignedError::AddressMismatch { .. } => RegistryError::InvalidSignature(e.to_string()),
         SignedError::Signature(KeyError::WeakKey | KeyError::InvalidKey) => {
             RegistryError::InvalidKey(e.to_string())

@@ -126,7 +126,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidRequest(_) => ProblemType::InvalidRequest,
             RegistryError::InvalidSignature(_) => ProblemType::InvalidSignature,
             RegistryError::InvalidKey(_) => ProblemType::InvalidKey,
-            RegistryError::InvalidRecord(_) => ProblemType::InvalidRecord,
+            RegistryError::InvalidRecord(_) | RegistryError::InvalidContent(_) => {
+                ProblemType::InvalidRecord
+            }
             RegistryError::Stale(_) => ProblemType::StaleRequest,
             RegistryError::RegistrationClosed => ProblemType::RegistrationClosed,
             RegistryError::InviteRequired => ProblemType::InviteRequired,

@@ -21,7 +21,7 @@ use crate::state::AppState;
     params(("address" = pd_proto::Address, Path, description = "The address to look up (a user of this node)")),
     responses(
         (status = 200, description = "The user's key and current presence record", body = pd_proto::wire::LookupResponse),
-        (status = 400, description = "invalid-address or wrong-domain", body = pd_proto::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid-address, invalid-request (a query string) or wrong-domain", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 401, description = "invalid-node-signature", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 403, description = "refused-by-policy: this node does not accept lookups from the origin", body = pd_proto::Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown-user", body = pd_proto::Problem, content_type = "application/problem+json"),
@@ -33,6 +33,14 @@ pub(crate) async fn lookup(
     headers: HeaderMap,
     AddressPath(address): AddressPath,
 ) -> Result<Response, ApiError> {
+    // The endpoint takes no query parameters: a query (even an empty `?`) is refused before
+    // any work, so that no parameter can ever change what a signed request means.
+    if uri.query().is_some() {
+        return Err(ApiError::new(
+            ProblemType::InvalidRequest,
+            "the node-to-node lookup takes no query parameters",
+        ));
+    }
     // The signature covers the request target exactly as received, still percent-encoded.
     let target = uri
         .path_and_query()

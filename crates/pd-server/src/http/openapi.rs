@@ -1,14 +1,18 @@
 //! `GET /openapi.json`: the OpenAPI document of the API, generated from the handlers.
 
 use axum::Json;
+use axum::extract::State;
+use pd_proto::Host;
 use utoipa::OpenApi;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 
 use super::{
     accounts, federation, lookup, metrics, presence, sessions, webfinger, well_known, whoami,
 };
+use crate::state::AppState;
 
 /// The API description.
 #[derive(Debug, OpenApi)]
@@ -21,9 +25,98 @@ use super::{
         well_known::healthz, well_known::get, well_known::allowlist, metrics::get, get,
     ),
     components(schemas(pd_proto::Problem)),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth, &CommonResponses, &Parameters),
 )]
 pub struct ApiDoc;
+
+impl ApiDoc {
+    /// The document as one node serves it: the account operations' `{address}` only takes
+    /// addresses of `domain` (any other is `wrong-domain`), which the generic document
+    /// cannot say.
+    pub fn for_domain(domain: &Host) -> utoipa::openapi::OpenApi {
+        let mut doc = Self::openapi();
+        let pattern = pd_proto::openapi::local_address_pattern(domain);
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/accounts/{address}") {
+                continue;
+            }
+            for operation in operations(item) {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.name == "address" && parameter.parameter_in == ParameterIn::Path {
+                        parameter.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .description(Some(format!(
+                                    "An address of this node's domain, {domain}, in normal form"
+                                )))
+                                .pattern(Some(pattern.clone()))
+                                .min_length(Some(3))
+                                .max_length(Some(pd_proto::openapi::MAX_ADDRESS_LEN))
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+        doc
+    }
+}
+
+/// Every operation of a path item.
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The parameters' constraints, which the generated parameters do not carry (they are
+/// plain strings): an `{address}` in a path is an [`pd_proto::Address`], the lookup `mode`
+/// an enum, the WebFinger `resource` an `acct:` URI.
+struct Parameters;
+
+impl utoipa::Modify for Parameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.parameter_in == ParameterIn::Path && parameter.name == "address" {
+                        parameter.schema = Some(Ref::from_schema_name("Address").into());
+                        continue;
+                    }
+                    if parameter.parameter_in != ParameterIn::Query {
+                        continue;
+                    }
+                    match parameter.name.as_str() {
+                        "mode" => {
+                            parameter.schema = Some(pd_proto::openapi::lookup_mode_schema());
+                        }
+                        "resource" => {
+                            parameter.schema = Some(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .description(Some("acct: and an address (section 2)"))
+                                    .pattern(Some(pd_proto::openapi::acct_pattern()))
+                                    .min_length(Some(8))
+                                    .max_length(Some(5 + pd_proto::openapi::MAX_ADDRESS_LEN))
+                                    .into(),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -93,19 +186,7 @@ impl CommonResponses {
 impl utoipa::Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.options,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.trace,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations(item) {
                 Self::add(operation);
             }
         }
@@ -114,6 +195,6 @@ impl utoipa::Modify for CommonResponses {
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = pd_proto::paths::OPENAPI, tag = "node", responses((status = 200, description = "This document")))]
-pub(crate) async fn get() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(crate) async fn get(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::for_domain(&state.config.domain))
 }

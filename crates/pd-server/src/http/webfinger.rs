@@ -3,8 +3,9 @@
 //!
 //! The JRD names the account key in the property [`PUBLIC_KEY_PROPERTY`] (base64url, as
 //! everywhere in the API) and links to the lookup endpoint with the relation
-//! [`LOOKUP_REL`]; the link is `https://{domain}/v1/lookup/{address}`, the domain's own
-//! URL, from which discovery finds the node. CORS is open (`Access-Control-Allow-Origin: *`).
+//! [`LOOKUP_REL`]; the link is `{base}/v1/lookup/{address}` under the node's real API base:
+//! the configured `base_url` of a delegated domain, else `https://{domain}`. CORS is open
+//! (`Access-Control-Allow-Origin: *`).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
@@ -100,8 +101,8 @@ pub(crate) async fn get(State(state): State<AppState>, uri: Uri) -> Result<Respo
             "rel": LOOKUP_REL,
             "type": "application/json",
             "href": format!(
-                "https://{}/v1/lookup/{}",
-                state.config.domain,
+                "{}/v1/lookup/{}",
+                state.config.public_base_url(),
                 url::form_urlencoded::byte_serialize(address.to_string().as_bytes())
                     .collect::<String>()
             ),

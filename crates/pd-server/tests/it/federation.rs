@@ -261,3 +261,46 @@ async fn resolver_metrics_are_exported() {
         "{text}"
     );
 }
+
+/// Sends `target` to `to`, signed as `from` with `from`'s own server key.
+async fn signed_get(from: &TestNode, to: &TestNode, target: &str) -> reqwest::Response {
+    let key = pd_proto::SecretKey::from_text(
+        std::fs::read_to_string(from.dir.path().join("server.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let authorization = pd_federation::node_auth::sign_request(
+        &key,
+        &from.server.state().config.domain,
+        &to.server.state().config.domain,
+        "GET",
+        target,
+        b"",
+    );
+    to.client
+        .get(format!("{}{target}", to.url))
+        .header("authorization", authorization.to_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+// Issue 14: the node-to-node lookup takes no query parameters, and refuses them (an empty
+// `?` included) even on a correctly signed request, before doing any work for it.
+#[tokio::test]
+async fn a_node_to_node_lookup_with_a_query_is_refused() {
+    let nodes = network(&["a.test", "b.test"], |_, _| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    user_with_presence(b, "bob", "b.test").await;
+    let target = "/v1/federation/lookup/bob%40b.test";
+    let resp = signed_get(a, b, target).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    for query in ["?mode=refresh", "?", "?x"] {
+        let resp = signed_get(a, b, &format!("{target}{query}")).await;
+        let problem = assert_problem(resp, 400, ProblemType::InvalidRequest).await;
+        assert!(problem.detail.contains("query"), "{}", problem.detail);
+    }
+    // Refused before the signature is looked at: no key fetch beyond the first request's.
+    assert_eq!(requests_to(a, "/.well-known/pd").await, 1);
+}

@@ -431,6 +431,26 @@ async fn forged_replayed_and_malformed_writes_change_nothing() {
             400,
             ProblemType::InvalidRecord,
         ),
+        // Issue 14: a malformed endpoint is invalid-record, like too many endpoints.
+        (
+            "malformed endpoint (no port)",
+            {
+                let payload = serde_json::to_vec(&json!({
+                    "address": alice.address.to_string(),
+                    "endpoints": ["tcp://203.0.113.9"],
+                    "seq": seq(),
+                    "expires_at": later,
+                }))
+                .unwrap();
+                let signature =
+                    alice
+                        .key
+                        .sign(&signing_bytes(Purpose::Presence, &alice.address, &payload));
+                Signed::<Presence>::from_parts(payload, signature)
+            },
+            400,
+            ProblemType::InvalidRecord,
+        ),
     ];
     for (case, body, status, kind) in &presences {
         expect(case, node.put(&presence_path, body).await, *status, *kind).await;

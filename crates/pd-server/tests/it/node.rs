@@ -121,4 +121,74 @@ async fn openapi_describes_every_endpoint() {
     );
     let whoami = &doc["paths"]["/v1/whoami"]["get"]["responses"]["200"];
     assert!(whoami["headers"]["Cache-Control"].is_object(), "{whoami}");
+
+    // Issue 14: the schemas carry the constraints the node enforces.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, length) in [("PublicKey", 43), ("Signature", 86)] {
+        assert_eq!(schemas[schema]["minLength"], length, "{schema}");
+        assert_eq!(schemas[schema]["maxLength"], length, "{schema}");
+        assert!(
+            schemas[schema]["pattern"]
+                .as_str()
+                .unwrap()
+                .starts_with("^[A-Za-z0-9_-]"),
+            "{schema}"
+        );
+    }
+    assert_eq!(
+        schemas["Address"]["pattern"],
+        pd_proto::openapi::address_pattern()
+    );
+    assert_eq!(schemas["Address"]["maxLength"], 255);
+    assert_eq!(schemas["Signed"]["additionalProperties"], false);
+    assert_eq!(
+        schemas["Source"]["enum"],
+        serde_json::json!(["local", "cache", "remote", "stale"])
+    );
+    assert_eq!(
+        schemas["WellKnown"]["properties"]["registration"]["enum"],
+        serde_json::json!(["open", "invite", "closed"])
+    );
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+            .clone()
+    };
+    assert_eq!(
+        param("/v1/lookup/{address}", "get", "mode")["schema"]["enum"],
+        serde_json::json!(["normal", "cache-only", "refresh"])
+    );
+    assert_eq!(
+        param("/.well-known/webfinger", "get", "resource")["schema"]["pattern"],
+        pd_proto::openapi::acct_pattern()
+    );
+    for (path, method) in [
+        ("/v1/lookup/{address}", "get"),
+        ("/v1/federation/lookup/{address}", "get"),
+    ] {
+        assert_eq!(
+            param(path, method, "address")["schema"]["$ref"],
+            "#/components/schemas/Address",
+            "{method} {path}"
+        );
+    }
+    // The account operations take only this node's addresses; lookups take any.
+    let local =
+        pd_proto::openapi::local_address_pattern(&pd_proto::Host::parse("localhost").unwrap());
+    assert!(local.ends_with("@localhost$"), "{local}");
+    for (path, method) in [
+        ("/v1/accounts/{address}/presence", "put"),
+        ("/v1/accounts/{address}/rotate", "post"),
+        ("/v1/accounts/{address}/delete", "post"),
+    ] {
+        assert_eq!(
+            param(path, method, "address")["schema"]["pattern"],
+            local,
+            "{method} {path}"
+        );
+    }
 }

@@ -39,11 +39,29 @@ async fn webfinger_answers_for_local_users_with_the_key() {
     );
     let link = &jrd["links"][0];
     assert_eq!(link["rel"], "https://pd.example/ns/lookup");
-    assert!(
-        link["href"]
-            .as_str()
-            .unwrap()
-            .ends_with("/v1/lookup/alice%40localhost"),
+    assert_eq!(
+        link["href"], "https://localhost/v1/lookup/alice%40localhost",
+        "{jrd}"
+    );
+}
+
+// Issue 14: a delegated domain's API is at its `base_url`, and the lookup link points
+// there, not at `https://<domain>` (where only the delegation document is served).
+#[tokio::test]
+async fn webfinger_links_a_delegated_domain_to_its_base_url() {
+    let node = TestNode::start_with(|config| {
+        config.base_url = Some("https://pd.example.com:8443/api/".to_owned());
+    })
+    .await;
+    let alice = User::new("alice");
+    alice.register(&node).await;
+    let resp = node
+        .get("/.well-known/webfinger?resource=acct:alice@localhost")
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let jrd: Value = resp.json().await.unwrap();
+    assert_eq!(
+        jrd["links"][0]["href"], "https://pd.example.com:8443/api/v1/lookup/alice%40localhost",
         "{jrd}"
     );
 }
