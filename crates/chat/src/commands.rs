@@ -243,11 +243,10 @@ async fn trust(
     if let Some(expected) = fingerprint
         && !same_fingerprint(&expected, &key.fingerprint())
     {
-        return Err(PeerError::KeyMismatch {
+        return Err(PeerError::FingerprintDiffers {
             address: address.clone(),
-            endpoint: "its home node".to_owned(),
-            expected,
-            presented: key.fingerprint(),
+            given: expected,
+            current: key.fingerprint(),
         }
         .into());
     }
@@ -297,7 +296,16 @@ async fn fingerprint(
     let remembered = match remembered {
         None => "none (you have not talked yet)".to_owned(),
         Some(key) if key == *current => format!("{} (the same)", key.fingerprint()),
-        Some(key) => format!("{} (DIFFERENT: see `chat trust`)", key.fingerprint()),
+        Some(key) if found.rotated_from(&key).is_ok() => format!(
+            "{} (rotated since: the new key is signed by this one, so `chat connect` accepts \
+             it and remembers it)",
+            key.fingerprint()
+        ),
+        Some(key) => format!(
+            "{} (DIFFERENT, and no rotation signed by this key leads to the new one: see `chat \
+             trust`)",
+            key.fingerprint()
+        ),
     };
     write(
         out,

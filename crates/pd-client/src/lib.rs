@@ -14,6 +14,6 @@ mod error;
 
 pub use client::{
     ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, LookupMode, MAX_RESPONSE_BYTES,
-    PdClient, VerifiedLookup, insecure_warning_needed, verify_lookup,
+    PdClient, VerifiedLookup, insecure_warning_needed, suggest_url, verify_lookup,
 };
 pub use error::{ClientError, TransportKind, VerifyError};

@@ -16,7 +16,7 @@ use pd_federation::trust::{EntryKind, Trust, TrustConfig, TrustPolicy, lists, re
 use pd_proto::node_auth::server_key_id;
 use pd_proto::{Host, SecretKey};
 
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{Config, LogFormat, Overrides, RegistrationPolicy};
 use crate::server_keys::{self, KeyRing, ServerKeys};
 use crate::store::sqlite::{self, FileState};
 use crate::store::{Store, StoreSpec};
@@ -34,8 +34,8 @@ pub struct Cli {
     /// The domain this node serves (overrides the file).
     #[arg(long, global = true, env = "PD_DOMAIN")]
     domain: Option<String>,
-    /// Address to listen on (overrides the file).
-    #[arg(long, global = true, env = "PD_LISTEN")]
+    /// Address to listen on, IP:PORT (overrides the file).
+    #[arg(long, global = true, env = "PD_LISTEN", value_name = "IP:PORT", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Data directory (overrides the file).
     #[arg(long, global = true, env = "PD_DATA_DIR")]
@@ -280,6 +280,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("failed to open the store {spec}"))?;
             let token = registry::create_invite(&store, *expires).await?;
             store.close().await?;
+            if config.registration != RegistrationPolicy::Invite {
+                eprintln!(
+                    "warning: registration is {:?} on this node, so invites are {}: set \
+                     registration = \"invite\" in the configuration for the token to matter",
+                    config.registration.as_str(),
+                    if config.registration == RegistrationPolicy::Open {
+                        "not needed (anyone may register)"
+                    } else {
+                        "refused (nobody may register)"
+                    }
+                );
+            }
             #[allow(clippy::print_stdout)]
             {
                 println!("{token}");
@@ -295,15 +307,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     () = &mut shutdown => break,
-                    () = hangup.recv() => {
-                        if let Err(e) = server.reload_trust().await {
+                    () = hangup.recv() => match server.reload_trust().await {
+                        Ok(diff) => {
+                            tracing::info!("trust policy reloaded on SIGHUP: {}", diff.summary());
+                        }
+                        Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), "SIGHUP: trust policy not reloaded");
                         }
-                    }
+                    },
                 }
             }
             server.shutdown().await
         }
+    }
+}
+
+/// `--listen`: an IP address and a port. A host name is refused with the address to write
+/// instead, since a node listens on addresses, and a name may stand for several.
+fn parse_listen(input: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = input.trim().parse() {
+        return Ok(addr);
+    }
+    let port = input
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(port))) if !host.is_empty() => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            let suggestion = if name == "localhost" || name.ends_with(".localhost") {
+                format!("127.0.0.1:{port}")
+            } else {
+                format!("0.0.0.0:{port} (every interface)")
+            };
+            Err(format!(
+                "expected an IP address and a port, not a host name (e.g. {suggestion})"
+            ))
+        }
+        _ => Err("expected an IP address and a port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()),
     }
 }
 
