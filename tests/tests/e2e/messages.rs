@@ -148,11 +148,14 @@ fn help_names_the_exit_codes_and_one_default_for_bind() {
     let listen = home().run(&["listen", "--help"]);
     assert_eq!(listen.code, 0, "{listen:#?}");
     // The --bind entry, up to the next option.
-    let bind: String = listen
+    let mut lines = listen
         .stdout
         .lines()
-        .skip_while(|line| !line.trim_start().starts_with("--bind"))
-        .take_while(|line| !line.trim_start().starts_with("--advertise"))
+        .skip_while(|line| !line.trim_start().starts_with("--bind"));
+    let bind: String = lines
+        .next()
+        .into_iter()
+        .chain(lines.take_while(|line| !line.trim_start().starts_with('-')))
         .collect();
     assert!(bind.contains("[default: 0.0.0.0:0]"), "{}", listen.stdout);
     assert_eq!(bind.matches("default").count(), 1, "{bind}");
