@@ -5,8 +5,15 @@
 #
 # Usage: deploy/build-images.sh
 #
+# The static binaries are built in a target directory of their own, target/static (kept
+# between runs), so that a second run only rebuilds what changed: the first build takes
+# several minutes, later ones seconds. Ordinary builds (`cargo build --release -p pd-server
+# -p chat`, in target/) and this one never touch each other's artifacts, whatever flags
+# either is built with.
+#
 # Environment:
 #   PD_IMAGE, CHAT_IMAGE   image names (default pd-server:latest, pd-chat:latest)
+#   STATIC_TARGET_DIR      the static build's target directory (default target/static)
 #   BIN_DIR                use the pd-server and chat binaries in this directory instead of
 #                          building them (they must be statically linked)
 #   CA_BUNDLE              the CA bundle to copy in (default /etc/ssl/certs/ca-certificates.crt)
@@ -19,9 +26,13 @@ chat_image="${CHAT_IMAGE:-pd-chat:latest}"
 ca_bundle="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 
 if [[ -z "${BIN_DIR:-}" ]]; then
-    (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' \
+    static_target_dir="${STATIC_TARGET_DIR:-$root/target/static}"
+    if [[ ! -x "$static_target_dir/$target/release/pd-server" ]]; then
+        echo "building static release binaries in $static_target_dir (several minutes the first time)" >&2
+    fi
+    (cd "$root" && CARGO_TARGET_DIR="$static_target_dir" RUSTFLAGS='-C target-feature=+crt-static' \
         cargo build --release --locked --target "$target" -p pd-server -p chat --bins)
-    BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/$target/release"
+    BIN_DIR="$static_target_dir/$target/release"
 fi
 
 context="$(mktemp -d)"

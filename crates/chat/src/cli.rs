@@ -4,10 +4,39 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes, as `chat --help` lists them (the table in `error` and the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    any other error (local files, unexpected server errors)
+  2    bad command line or malformed address
+  3    unknown user
+  4    the home server is unreachable (connection, TLS, timeout, 503)
+  5    the home server refused the request (other 4xx: name taken, invite required, ...)
+  6    the user's home node is unreachable or timed out
+  7    invalid answer: bad signature, a record for someone else, garbage
+  8    refused by federation policy
+  9    the domain has no PD node
+  10   the user is offline (no current presence record)
+  11   every endpoint of the user is unreachable
+  12   key mismatch: the peer presented another key than its record vouches for
+  13   the peer's key changed with no rotation signed by the old key (see chat trust)
+  14   the listener refused the conversation
+  15   the conversation broke: the peer vanished or broke the protocol
+  16   the home server no longer knows your account (chat register --again)
+  129, 130, 143   SIGHUP, Ctrl+C or SIGTERM ended listen or connect before it could finish";
+
 /// Find people on the PD network, tell it where you can be reached, and talk with them
 /// directly over an authenticated, encrypted channel.
 #[derive(Debug, Parser)]
-#[command(name = "chat", version, propagate_version = true)]
+#[command(
+    name = "chat",
+    version,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success, 2 bad command line, 3 unknown user, 4 home server \
+                  unreachable, ... (the whole table: chat --help)",
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     /// Directory holding your identity key, configuration and session (several users on one
     /// machine use several homes) [default: the XDG config and data directories]
@@ -87,7 +116,7 @@ pub enum Command {
     /// Wait for conversations: publish where you can be reached, accept peers, talk with
     /// several at once (/list, /to ADDRESS, /quit); withdraws the record on exit
     Listen {
-        /// Address and port to listen on [default: a free port on all interfaces]
+        /// Address and port to listen on (0.0.0.0:0: a free port on all interfaces)
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
         bind: String,
         /// HOST:PORT to publish instead of the detected addresses (repeat for several, best

@@ -184,7 +184,7 @@ pub fn peer_exit_code(err: &crate::peer::PeerError) -> u8 {
     match err {
         E::Offline(_) => EXIT_OFFLINE,
         E::Unreachable { .. } => EXIT_PEER_UNREACHABLE,
-        E::KeyMismatch { .. } => EXIT_KEY_MISMATCH,
+        E::KeyMismatch { .. } | E::FingerprintDiffers { .. } => EXIT_KEY_MISMATCH,
         E::KeyChanged { .. } => EXIT_KEY_CHANGED,
         E::Refused { .. } => EXIT_PEER_REFUSED,
         E::Protocol { .. } | E::Ended(_) => EXIT_CONVERSATION_BROKE,
@@ -219,6 +219,10 @@ pub fn classify(err: &ClientError) -> (String, u8) {
             } else {
                 problem.detail.as_str()
             };
+            if problem.kind == "about:blank" && !matches!(problem.status, 502..=504) {
+                // No problem document: not a PD node, and its detail says so.
+                return (text.to_owned(), code);
+            }
             (format!("{lead}: {text} (HTTP {})", problem.status), code)
         }
         ClientError::Transport {

@@ -48,8 +48,32 @@ pub fn clap_outcome(err: &clap::Error) -> (Option<String>, String, u8) {
                 .collect::<Vec<_>>()
                 .join(" ");
             let message = message.strip_prefix("error: ").unwrap_or(&message);
-            (None, message.to_owned(), error::EXIT_USAGE)
+            (
+                None,
+                format!("{message}{}", did_you_mean(err)),
+                error::EXIT_USAGE,
+            )
         }
+    }
+}
+
+/// clap's suggestion for a mistyped subcommand or option, as ` (did you mean 'lookup'?)`;
+/// empty when it has none.
+fn did_you_mean(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let suggested = [ContextKind::SuggestedSubcommand, ContextKind::SuggestedArg]
+        .into_iter()
+        .find_map(|kind| match err.get(kind) {
+            Some(ContextValue::String(one)) => Some(vec![one.clone()]),
+            Some(ContextValue::Strings(many)) if !many.is_empty() => Some(many.clone()),
+            _ => None,
+        });
+    match suggested {
+        Some(names) => {
+            let names: Vec<String> = names.iter().map(|name| format!("'{name}'")).collect();
+            format!(" (did you mean {}?)", names.join(" or "))
+        }
+        None => String::new(),
     }
 }
 
@@ -67,6 +91,11 @@ mod tests {
         assert_eq!(
             message,
             "the following required arguments were not provided: <ADDRESS>"
+        );
+        let typo = Cli::try_parse_from(["chat", "lokup", "a@b.test"]).unwrap_err();
+        assert_eq!(
+            clap_outcome(&typo).1,
+            "unrecognized subcommand 'lokup' (did you mean 'lookup'?)"
         );
         let help = Cli::try_parse_from(["chat", "--help"]).unwrap_err();
         let (stdout, _, code) = clap_outcome(&help);

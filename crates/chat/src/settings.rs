@@ -251,6 +251,12 @@ fn parse_address(input: &str) -> Result<Address, ChatError> {
 }
 
 fn parse_server(input: &str) -> Result<Url, ChatError> {
+    if !input.contains("://") {
+        return Err(ChatError::Usage(format!(
+            "invalid server URL {input:?}: a URL needs a scheme; did you mean {}?",
+            pd_client::suggest_url(input)
+        )));
+    }
     let url = Url::parse(input)
         .map_err(|e| ChatError::Usage(format!("invalid server URL {input:?}: {e}")))?;
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {

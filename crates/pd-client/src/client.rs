@@ -365,6 +365,7 @@ impl PdClient {
             return Ok(body);
         }
         Err(ClientError::Problem(problem_from_answer(
+            url,
             status,
             &content_type,
             &body,
@@ -389,6 +390,27 @@ pub fn insecure_warning_needed(url: &Url) -> bool {
     }
 }
 
+/// The URL a user most likely meant by `input`, a server address written without a scheme
+/// (`127.0.0.1:8080`, `pd.example.com`): `http://` for a loopback host (a local node),
+/// `https://` for any other.
+pub fn suggest_url(input: &str) -> String {
+    let input = input.trim().trim_start_matches('/');
+    let host = input
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(input, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    };
+    let scheme = if loopback { "http" } else { "https" };
+    format!("{scheme}://{input}")
+}
+
 fn check_base_url(base: &Url) -> Result<(), ClientError> {
     let refuse = |why: &str| Err(ClientError::Setup(format!("server URL {base} {why}")));
     if !matches!(base.scheme(), "https" | "http") {
@@ -407,8 +429,11 @@ fn check_base_url(base: &Url) -> Result<(), ClientError> {
 }
 
 /// Turns an error answer into a problem: a `problem+json` (or JSON) body that parses as one
-/// is kept; anything else becomes `about:blank` with the answer's status.
-fn problem_from_answer(status: StatusCode, content_type: &str, body: &[u8]) -> Problem {
+/// is kept; anything else becomes `about:blank` with the answer's status, and a detail that
+/// says what it likely means: a gateway error (502 to 504) comes from a proxy in front of
+/// the node, any other answer without a problem document from something that is not a PD
+/// node at all (a wrong server URL).
+fn problem_from_answer(url: &Url, status: StatusCode, content_type: &str, body: &[u8]) -> Problem {
     let is_json = content_type.starts_with("application/problem+json")
         || content_type.starts_with("application/json");
     if is_json && let Ok(problem) = serde_json::from_slice::<Problem>(body) {
@@ -421,10 +446,19 @@ fn problem_from_answer(status: StatusCode, content_type: &str, body: &[u8]) -> P
             .unwrap_or("Unexpected status")
             .to_owned(),
         status: status.as_u16(),
-        detail: format!(
-            "the server answered HTTP {} without a problem description",
-            status.as_u16()
-        ),
+        detail: if matches!(status.as_u16(), 502..=504) {
+            format!(
+                "the server answered HTTP {} without a problem description",
+                status.as_u16()
+            )
+        } else {
+            format!(
+                "{} answered HTTP {} without a problem description: it does not look like a PD \
+                 node (is the server URL right?)",
+                url.origin().ascii_serialization(),
+                status.as_u16()
+            )
+        },
     }
 }
 
@@ -461,6 +495,16 @@ fn check_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_without_a_scheme_gets_the_likely_one() {
+        assert_eq!(suggest_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(suggest_url("localhost:8080"), "http://localhost:8080");
+        assert_eq!(suggest_url("[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(suggest_url("a.localhost"), "http://a.localhost");
+        assert_eq!(suggest_url("pd.example.com"), "https://pd.example.com");
+        assert_eq!(suggest_url("203.0.113.5:443"), "https://203.0.113.5:443");
+    }
 
     #[test]
     fn insecure_warning_only_for_plain_http_off_loopback() {
@@ -522,14 +566,27 @@ mod tests {
 
     #[test]
     fn non_problem_error_bodies_become_synthetic_problems() {
-        let p = problem_from_answer(StatusCode::BAD_GATEWAY, "text/html", b"<html>");
+        let url = Url::parse("http://127.0.0.1:9/v1/accounts").unwrap();
+        let p = problem_from_answer(&url, StatusCode::BAD_GATEWAY, "text/html", b"<html>");
         assert_eq!(p.status, 502);
         assert_eq!(p.kind, "about:blank");
         assert_eq!(p.problem_type(), None);
+        assert!(!p.detail.contains("PD node"), "{}", p.detail);
+        let p = problem_from_answer(&url, StatusCode::NOT_IMPLEMENTED, "text/html", b"<html>");
+        assert_eq!(
+            p.detail,
+            "http://127.0.0.1:9 answered HTTP 501 without a problem description: it does not \
+             look like a PD node (is the server URL right?)"
+        );
         let real = pd_proto::ProblemType::NameTaken.with_detail("taken");
         let body = serde_json::to_vec(&real).unwrap();
         assert_eq!(
-            problem_from_answer(StatusCode::CONFLICT, "application/problem+json", &body),
+            problem_from_answer(
+                &url,
+                StatusCode::CONFLICT,
+                "application/problem+json",
+                &body
+            ),
             real
         );
     }

@@ -14,7 +14,7 @@ mod error;
 
 pub use client::{
     ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES, PdClient,
-    insecure_warning_needed,
+    insecure_warning_needed, suggest_url,
 };
 pub use error::{ClientError, TransportKind, VerifyError};
 pub use pd_proto::{LookupAnswerError, LookupMode, VerifiedLookup, verify_lookup_answer};

@@ -25,7 +25,8 @@ pub struct FederationConfig {
     pub peers: Vec<StaticPeer>,
     /// A PEM file of extra certificate authorities that outbound HTTPS trusts, in addition
     /// to the built-in roots: for nodes on a private network whose certificates come from a
-    /// private CA. A relative path is relative to the working directory. Default: none.
+    /// private CA. A relative path in the node's configuration file is relative to that
+    /// file's directory. Default: none.
     pub ca_file: Option<PathBuf>,
     /// Deadline for establishing a TCP connection (and TLS handshake) to another node.
     /// Default: `5s`.
@@ -258,9 +259,21 @@ impl FromStr for StaticPeer {
             .split_once('=')
             .ok_or_else(|| bad("expected DOMAIN=URL".to_owned()))?;
         let domain = Host::parse(domain.trim()).map_err(|e| bad(e.to_string()))?;
-        let url = Url::parse(url.trim()).map_err(|e| bad(e.to_string()))?;
+        let url = parse_peer_url(url.trim()).map_err(bad)?;
         Self::new(domain, url)
     }
+}
+
+/// Parses a static route's URL; one written without a scheme (`127.0.0.1:8081`) gets a
+/// suggestion rather than the URL parser's `relative URL without a base`.
+fn parse_peer_url(url: &str) -> Result<Url, String> {
+    if !url.contains("://") {
+        return Err(format!(
+            "the URL {url:?} needs a scheme; did you mean http://{url}? (https:// for a node \
+             serving TLS)"
+        ));
+    }
+    Url::parse(url).map_err(|e| e.to_string())
 }
 
 impl fmt::Display for StaticPeer {
@@ -280,9 +293,9 @@ struct StaticPeerFields {
 impl TryFrom<StaticPeerFields> for StaticPeer {
     type Error = ConfigError;
     fn try_from(fields: StaticPeerFields) -> Result<Self, Self::Error> {
-        let url = Url::parse(&fields.url).map_err(|e| ConfigError::Peer {
+        let url = parse_peer_url(&fields.url).map_err(|reason| ConfigError::Peer {
             input: format!("{}={}", fields.domain, fields.url),
-            reason: e.to_string(),
+            reason,
         })?;
         Self::new(fields.domain, url)
     }
@@ -359,6 +372,15 @@ mod tests {
         ] {
             assert!(bad.parse::<StaticPeer>().is_err(), "{bad}");
         }
+        let no_scheme = "b.localhost=127.0.0.1:8081"
+            .parse::<StaticPeer>()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            no_scheme,
+            "invalid static peer \"b.localhost=127.0.0.1:8081\": the URL \"127.0.0.1:8081\" \
+             needs a scheme; did you mean http://127.0.0.1:8081? (https:// for a node serving TLS)"
+        );
         let bad_toml = toml::from_str::<Root>(
             "[[federation.peers]]\ndomain = \"a.example\"\nurl = \"ftp://a.example\"\n",
         );

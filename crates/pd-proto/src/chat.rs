@@ -74,10 +74,11 @@ pub enum RefuseReason {
 }
 
 impl RefuseReason {
-    /// The reason in words, for messages.
+    /// The reason in words, for the side that was refused (the listener's own messages
+    /// say it from its side).
     pub fn describe(self) -> &'static str {
         match self {
-            Self::NotAllowed => "you are not on its list of allowed peers",
+            Self::NotAllowed => "it accepts only the peers it allows (listen --allow), and not you",
             Self::UnknownUser => "its home node does not know your address",
             Self::KeyMismatch => "your key is not the key registered for your address",
             Self::KeyChanged => "it remembers another key for your address",

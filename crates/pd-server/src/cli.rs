@@ -29,8 +29,8 @@ pub struct Cli {
     /// The domain this node serves (overrides the file).
     #[arg(long, global = true, env = "PD_DOMAIN")]
     domain: Option<String>,
-    /// Address to listen on (overrides the file).
-    #[arg(long, global = true, env = "PD_LISTEN")]
+    /// Address to listen on, IP:PORT (overrides the file).
+    #[arg(long, global = true, env = "PD_LISTEN", value_name = "IP:PORT", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Data directory (overrides the file).
     #[arg(long, global = true, env = "PD_DATA_DIR")]
@@ -248,5 +248,30 @@ mod tests {
     fn verify_cli() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+}
+
+/// `--listen`: an IP address and a port. A host name is refused with the address to write
+/// instead, since a node listens on addresses, and a name may stand for several.
+fn parse_listen(input: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = input.trim().parse() {
+        return Ok(addr);
+    }
+    let port = input
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(port))) if !host.is_empty() => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            let suggestion = if name == "localhost" || name.ends_with(".localhost") {
+                format!("127.0.0.1:{port}")
+            } else {
+                format!("0.0.0.0:{port} (every interface)")
+            };
+            Err(format!(
+                "expected an IP address and a port, not a host name (e.g. {suggestion})"
+            ))
+        }
+        _ => Err("expected an IP address and a port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()),
     }
 }

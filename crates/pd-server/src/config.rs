@@ -19,13 +19,14 @@ use crate::store::StoreSpec;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("failed to read {path}: {source}")]
+    /// The file could not be read. The I/O error is part of the message rather than a
+    /// source, so that a report of the whole chain names it once.
+    #[error("failed to read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML for [`Config`].
     #[error("invalid config file {path}: {message}")]
@@ -285,7 +286,10 @@ pub struct Config {
     pub base_url: Option<String>,
     /// Address and port to listen on; port 0 picks a free one. Default: "127.0.0.1:8080".
     pub listen: SocketAddr,
-    /// Directory holding the database and the server key. Default: "./pd-data".
+    /// Directory holding the database and the server key; a relative path in a
+    /// configuration file is relative to the file's directory (like every path in the
+    /// file), one given with `--data-dir` or `PD_DATA_DIR` to the working directory.
+    /// Default: "./pd-data" (in the working directory).
     pub data_dir: PathBuf,
     /// Where accounts and records are stored: a `postgres://user:password@host/db` URL
     /// selects PostgreSQL, shared by several replicas of the domain (which then also share
@@ -415,13 +419,50 @@ impl Config {
         })
     }
 
-    /// Reads and parses a TOML file (not yet validated).
+    /// Reads and parses a TOML file (not yet validated). Relative paths written in the file
+    /// (`data_dir`, an SQLite `store`, `tls.cert`, `tls.key`, `federation.ca_file`,
+    /// `trust.file`) are resolved against the file's directory, wherever the node is
+    /// started from; paths given as flags or in the environment stay relative to the
+    /// working directory.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        Self::from_toml(&text, path)
+        let mut config = Self::from_toml(&text, path)?;
+        // `data_dir` has a default, which stays relative to the working directory; only a
+        // `data_dir` written in the file is the file's.
+        let data_dir_written = text
+            .parse::<toml::Table>()
+            .is_ok_and(|table| table.contains_key("data_dir"));
+        let base = path.parent().unwrap_or_else(|| Path::new(""));
+        config.resolve_paths(base, data_dir_written);
+        Ok(config)
+    }
+
+    /// Makes the relative paths of a configuration read from a file in `base` relative to
+    /// `base` instead (absolute paths stay as they are).
+    fn resolve_paths(&mut self, base: &Path, data_dir_written: bool) {
+        let against = |path: &mut PathBuf| {
+            if path.is_relative() && !path.as_os_str().is_empty() {
+                *path = base.join(&*path);
+            }
+        };
+        if data_dir_written {
+            against(&mut self.data_dir);
+        }
+        if let Some(StoreSpec::Sqlite(path)) = &mut self.store {
+            against(path);
+        }
+        if let Some(tls) = &mut self.tls {
+            against(&mut tls.cert);
+            against(&mut tls.key);
+        }
+        if let Some(ca_file) = &mut self.federation.ca_file {
+            against(ca_file);
+        }
+        // `trust.file` is resolved against the same directory when the trust policy is
+        // read ([`Config::resolved_trust`]), on every reload.
     }
 
     /// Loads the file (if any), applies the flags and validates the result.
@@ -820,6 +861,73 @@ mod tests {
         let local = parse("admin_listen = \"127.0.0.1:9091\"").unwrap();
         assert!(!local.admin.remote);
         assert!(local.admin.token.is_none());
+    }
+
+    #[test]
+    fn relative_paths_in_a_file_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        let file = etc.join("node.toml");
+        std::fs::write(
+            &file,
+            r#"
+            data_dir = "../data"
+            store = "sqlite:db/pd.sqlite3"
+            [tls]
+            cert = "tls/cert.pem"
+            key = "/abs/key.pem"
+            [federation]
+            ca_file = "ca.pem"
+            "#,
+        )
+        .unwrap();
+        let c = Config::from_file(&file).unwrap();
+        assert_eq!(c.data_dir, etc.join("../data"));
+        assert_eq!(
+            c.store,
+            Some(StoreSpec::Sqlite(etc.join("db/pd.sqlite3"))),
+            "an SQLite store path is the file's too"
+        );
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, etc.join("tls/cert.pem"));
+        assert_eq!(
+            tls.key,
+            PathBuf::from("/abs/key.pem"),
+            "absolute paths stay"
+        );
+        assert_eq!(c.federation.ca_file, Some(etc.join("ca.pem")));
+
+        // Only a data_dir written in the file is resolved against it: the default stays in
+        // the working directory.
+        std::fs::write(&file, "domain = \"a.example\"\n").unwrap();
+        let c = Config::from_file(&file).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./pd-data"));
+
+        // Flags (and the environment, which reaches the flags) stay relative to the
+        // working directory.
+        std::fs::write(&file, "data_dir = \"../data\"\n").unwrap();
+        let c = Config::load(
+            Some(file.as_path()),
+            Overrides {
+                data_dir: Some("here".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("here"));
+    }
+
+    #[test]
+    fn a_trust_file_is_found_next_to_a_config_file_named_relatively() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::write(etc.join("node.toml"), "[trust]\nfile = \"trust.toml\"\n").unwrap();
+        std::fs::write(etc.join("trust.toml"), "deny = [\"spam.example\"]\n").unwrap();
+        let c = Config::load(Some(etc.join("node.toml").as_path()), Overrides::default()).unwrap();
+        let trust = c.resolved_trust().unwrap();
+        assert_eq!(trust.deny.len(), 1);
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct Federation {
     /// Routes to other nodes and their server keys.
     pub discovery: Arc<Discovery>,
     refresher: SubscriptionRefresher<Arc<GuardedClient>>,
+    /// Held while cached answers are dropped: a reload drops them at once and the change
+    /// watcher ([`Federation::run`]) sees the same change, so one finds nothing left and
+    /// the drop is logged once.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Federation {
@@ -102,6 +106,7 @@ impl Federation {
             trust,
             discovery,
             refresher,
+            flushing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -191,6 +196,7 @@ impl Federation {
         if !diff.may_refuse_more() {
             return 0;
         }
+        let _flushing = self.flushing.lock().await;
         let now = SystemTime::now();
         let flushed = self
             .resolver

@@ -9,7 +9,9 @@ mod contacts;
 mod crash;
 mod durability;
 mod invite;
+mod messages;
 mod p2p;
+mod readme;
 mod tls;
 
 use pd_e2e::{ChatHome, Node};

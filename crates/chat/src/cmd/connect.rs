@@ -28,8 +28,26 @@ use crate::peer::session::{self, Channel, Command, End, Event};
 type ClientChannel = Channel<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Checks the key the home node vouches for (or the stored answer holds) against the one
-/// remembered for `peer`.
-fn check_known_key(
+/// remembered for `peer`, before connecting: a changed key with no signed rotation is
+/// refused. Nothing is remembered yet.
+fn check_known_key(account: &Account, peer: &Address, answer: &Answer) -> Result<(), ChatError> {
+    let found = answer.lookup();
+    let key = *found.public_key();
+    let known = KnownPeers::new(account.home().clone());
+    match known.peek(peer, &key, |old| found.rotated_from(old).is_ok())? {
+        KeyCheck::Changed { known } => Err(PeerError::KeyChanged {
+            address: peer.clone(),
+            known: known.fingerprint(),
+            current: key.fingerprint(),
+        }
+        .into()),
+        KeyCheck::Known | KeyCheck::FirstContact | KeyCheck::Rotated { .. } => Ok(()),
+    }
+}
+
+/// Remembers the key of `peer` once the handshake proved the peer holds it (a first
+/// conversation, or a key rotation signed by the remembered key), and says so.
+fn remember_known_key(
     account: &Account,
     peer: &Address,
     answer: &Answer,
@@ -257,11 +275,14 @@ async fn open(
             _ => return Err(PeerError::Offline(peer.clone()).into()),
         };
         let key = *found.public_key();
-        check_known_key(account, peer, &answer, console)?;
+        check_known_key(account, peer, &answer)?;
         let shown: Vec<&str> = endpoints.iter().map(Endpoint::as_str).collect();
         console.status(format!("connecting to {peer} at {}", shown.join(", ")));
         match session::connect(peer, key, &endpoints, identity).await {
-            Ok((channel, endpoint)) => return Ok((channel, endpoint, key)),
+            Ok((channel, endpoint)) => {
+                remember_known_key(account, peer, &answer, console)?;
+                return Ok((channel, endpoint, key));
+            }
             Err(PeerError::Unreachable { .. }) if retry => mode = Some(LookupMode::Refresh),
             Err(e) => return Err(e.into()),
         }

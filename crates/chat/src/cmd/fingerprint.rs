@@ -30,7 +30,16 @@ pub(crate) async fn run(
     let remembered = match remembered {
         None => "none (you have not talked yet)".to_owned(),
         Some(key) if key == *current => format!("{} (the same)", key.fingerprint()),
-        Some(key) => format!("{} (DIFFERENT: see `chat trust`)", key.fingerprint()),
+        Some(key) if found.rotated_from(&key).is_ok() => format!(
+            "{} (rotated since: the new key is signed by this one, so `chat connect` accepts \
+             it and remembers it)",
+            key.fingerprint()
+        ),
+        Some(key) => format!(
+            "{} (DIFFERENT, and no rotation signed by this key leads to the new one: see `chat \
+             trust`)",
+            key.fingerprint()
+        ),
     };
     write(
         out,

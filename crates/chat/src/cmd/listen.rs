@@ -205,6 +205,12 @@ pub(crate) async fn listen(
     }
     if options.allow.is_empty() {
         console.status("accepting every authenticated peer (restrict with --allow ADDRESS)");
+    } else {
+        let allowed: Vec<String> = options.allow.iter().map(ToString::to_string).collect();
+        console.status(format!(
+            "accepting only {} (--allow); anyone else is refused",
+            allowed.join(", ")
+        ));
     }
 
     let input = InputMode::detect(options.no_console, true);

@@ -24,11 +24,10 @@ pub(crate) async fn run(
     if let Some(expected) = fingerprint
         && !same_fingerprint(&expected, &key.fingerprint())
     {
-        return Err(PeerError::KeyMismatch {
+        return Err(PeerError::FingerprintDiffers {
             address: address.clone(),
-            endpoint: "its home node".to_owned(),
-            expected,
-            presented: key.fingerprint(),
+            given: expected,
+            current: key.fingerprint(),
         }
         .into());
     }

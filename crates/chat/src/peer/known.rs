@@ -62,6 +62,27 @@ impl KnownPeers {
         current: &PublicKey,
         rotated_from: impl FnOnce(&PublicKey) -> bool,
     ) -> Result<KeyCheck, ChatError> {
+        self.decide(address, current, rotated_from, true)
+    }
+
+    /// What [`KnownPeers::check`] would say, remembering nothing: for deciding before a
+    /// handshake, whose success is what earns a new key its place.
+    pub fn peek(
+        &self,
+        address: &Address,
+        current: &PublicKey,
+        rotated_from: impl FnOnce(&PublicKey) -> bool,
+    ) -> Result<KeyCheck, ChatError> {
+        self.decide(address, current, rotated_from, false)
+    }
+
+    fn decide(
+        &self,
+        address: &Address,
+        current: &PublicKey,
+        rotated_from: impl FnOnce(&PublicKey) -> bool,
+        remember: bool,
+    ) -> Result<KeyCheck, ChatError> {
         let _guard = self.lock.lock().map_err(|_| poisoned())?;
         let mut peers = self.load()?;
         let outcome = match peers.get(&address.to_string()) {
@@ -70,8 +91,10 @@ impl KnownPeers {
             Some(known) if rotated_from(known) => KeyCheck::Rotated { previous: *known },
             Some(known) => return Ok(KeyCheck::Changed { known: *known }),
         };
-        peers.insert(address.to_string(), *current);
-        self.save(&peers)?;
+        if remember {
+            peers.insert(address.to_string(), *current);
+            self.save(&peers)?;
+        }
         Ok(outcome)
     }
 

@@ -40,6 +40,21 @@ pub enum PeerError {
         /// Fingerprint of the presented key.
         presented: String,
     },
+    /// `chat trust --fingerprint`: the fingerprint the user typed is not the one the home
+    /// node vouches for.
+    #[error(
+        "the fingerprint you gave, {given}, is not the fingerprint of the key the home node of \
+         {address} vouches for, {current}; nothing was trusted. Compare fingerprints with \
+         {address} again by another way"
+    )]
+    FingerprintDiffers {
+        /// Who.
+        address: Address,
+        /// The fingerprint the user typed.
+        given: String,
+        /// Fingerprint of the key the home node vouches for.
+        current: String,
+    },
     /// The looked-up key differs from the remembered one and no signed rotation links them.
     #[error(
         "the key of {address} has changed: you talked with key {known}, its home node now \

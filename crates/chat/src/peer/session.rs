@@ -308,6 +308,20 @@ pub enum AcceptFailure {
     },
 }
 
+/// A refusal's reason as the listener says it (the connecting side reads
+/// [`RefuseReason::describe`], written for it).
+fn refused_because(reason: RefuseReason) -> &'static str {
+    match reason {
+        RefuseReason::NotAllowed => "not on your --allow list",
+        RefuseReason::UnknownUser => "the address is not registered",
+        RefuseReason::KeyMismatch => "its key is not the key registered for the address",
+        RefuseReason::KeyChanged => "you remember another key for the address",
+        RefuseReason::LookupFailed => "the address could not be looked up",
+        RefuseReason::ShuttingDown => "shutting down",
+        RefuseReason::Other => "for another reason",
+    }
+}
+
 impl AcceptFailure {
     /// One line for the user.
     pub fn describe(&self, from: SocketAddr) -> String {
@@ -319,7 +333,7 @@ impl AcceptFailure {
                 detail,
             } => format!(
                 "refused {claimed} (from {from}): {}{}{detail}",
-                reason.describe(),
+                refused_because(*reason),
                 if detail.is_empty() { "" } else { ": " }
             ),
             Self::Hello { peer, detail } => {

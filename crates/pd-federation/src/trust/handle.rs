@@ -296,6 +296,29 @@ impl PolicyDiff {
         &self.after
     }
 
+    /// What changed, in one line for an operator: `mode open -> allowlist; added deny
+    /// gamma.test; removed allow beta.test; changed deny spam.example`, or `no change`.
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no change".to_owned();
+        }
+        let mut parts = Vec::new();
+        if self.mode_before != self.mode_after {
+            parts.push(format!("mode {} -> {}", self.mode_before, self.mode_after));
+        }
+        for (verb, entries) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            if !entries.is_empty() {
+                let list: Vec<String> = entries.iter().map(ToString::to_string).collect();
+                parts.push(format!("{verb} {}", list.join(", ")));
+            }
+        }
+        parts.join("; ")
+    }
+
     fn log(&self, cause: &str) {
         let join = |v: &[DiffEntry]| {
             v.iter()

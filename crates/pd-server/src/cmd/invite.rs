@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
+use crate::config::{Config, RegistrationPolicy};
 use crate::registry;
 use crate::store::Store;
 
@@ -16,6 +16,18 @@ pub(crate) async fn create(config: &Config, expires: Duration) -> anyhow::Result
         .with_context(|| format!("failed to open the store {spec}"))?;
     let token = registry::create_invite(&store, expires).await?;
     store.close().await?;
+    if config.registration != RegistrationPolicy::Invite {
+        eprintln!(
+            "warning: registration is {:?} on this node, so invites are {}: set \
+             registration = \"invite\" in the configuration for the token to matter",
+            config.registration.as_str(),
+            if config.registration == RegistrationPolicy::Open {
+                "not needed (anyone may register)"
+            } else {
+                "refused (nobody may register)"
+            }
+        );
+    }
     #[allow(clippy::print_stdout)]
     {
         println!("{token}");

@@ -14,11 +14,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            () = hangup.recv() => {
-                if let Err(e) = server.reload_trust().await {
+            () = hangup.recv() => match server.reload_trust().await {
+                Ok(diff) => {
+                    tracing::info!("trust policy reloaded on SIGHUP: {}", diff.summary());
+                }
+                Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "SIGHUP: trust policy not reloaded");
                 }
-            }
+            },
         }
     }
     server.shutdown().await
