@@ -242,15 +242,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn verify_cli() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
-    }
-}
-
 /// `--listen`: an IP address and a port. A host name is refused with the address to write
 /// instead, since a node listens on addresses, and a name may stand for several.
 fn parse_listen(input: &str) -> Result<SocketAddr, String> {
@@ -273,5 +264,14 @@ fn parse_listen(input: &str) -> Result<SocketAddr, String> {
             ))
         }
         _ => Err("expected an IP address and a port, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
