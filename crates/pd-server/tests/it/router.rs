@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use pd_federation::config::StaticPeer;
 use pd_federation::trust::{DomainPattern, Entry};
@@ -38,12 +38,15 @@ async fn node_routing_to(fake: &MockServer) -> TestNode {
 
 /// One request through the node's router, in process; returns status and JSON body.
 async fn oneshot(node: &TestNode, uri: &str) -> (StatusCode, Value) {
-    let router = http::router(node.server.state().clone())
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-    let response = router
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let router = http::router(node.server.state().clone());
+    // What serving with connect info puts on every request (axum's `MockConnectInfo` only
+    // feeds the `ConnectInfo` extractor, not the rate limiter's key, which reads the
+    // extension itself).
+    let mut request = Request::get(uri).body(Body::empty()).unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let response = router.oneshot(request).await.unwrap();
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
