@@ -23,7 +23,7 @@ use crate::federation::Federation;
 use crate::listener::{self, ConnectionLimits, FirstByte};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
-use crate::server_keys::{self, KeyRing, ServerKeys};
+use crate::server_keys::{self, KeyRing};
 use crate::state::{AppState, Shared};
 use crate::store::sqlite::{self, FileState};
 use crate::store::{Store, StoreSpec};
@@ -75,24 +75,13 @@ impl Server {
         let store = Store::connect_with_timeout(&spec, config.limits.store_timeout)
             .await
             .with_context(|| format!("failed to open the store {spec}"))?;
-        let now = pd_proto::now_micros() / 1_000_000;
-        let server_keys = if store.is_shared() {
-            server_keys::load_shared(
-                &store,
-                &config.data_dir,
-                config.federation.max_request_age,
-                now,
-            )
-            .await?
-        } else {
-            ServerKeys::load(&config.data_dir, config.federation.max_request_age, now)
-                .with_context(|| {
-                    format!(
-                        "failed to load the server keys in {}",
-                        config.data_dir.display()
-                    )
-                })?
-        };
+        let server_keys = server_keys::load_for_store(
+            &store,
+            &config.data_dir,
+            config.federation.max_request_age,
+            pd_proto::now_secs(),
+        )
+        .await?;
         tracing::info!(
             key_id = %server_keys.current_id(),
             retired = server_keys.retired().len(),

@@ -379,6 +379,22 @@ pub async fn read_again(
         .context("the server key reader failed")?
 }
 
+/// Loads the node's server keys for its store: from the shared store (PostgreSQL, see
+/// [`load_shared`]) or from the data directory (the embedded store).
+pub async fn load_for_store(
+    store: &Store,
+    data_dir: &Path,
+    max_request_age: Duration,
+    now: u64,
+) -> anyhow::Result<ServerKeys> {
+    if store.is_shared() {
+        load_shared(store, data_dir, max_request_age, now).await
+    } else {
+        ServerKeys::load(data_dir, max_request_age, now)
+            .with_context(|| format!("failed to load the server keys in {}", data_dir.display()))
+    }
+}
+
 /// Loads the server keys from the shared store, storing the data directory's current key
 /// (or a new one) first if the store has none yet. All replicas get the same keys.
 pub async fn load_shared(

@@ -1,12 +1,10 @@
 //! `pd-server init`: sets up the data directory, the store's schema and the server key on
 //! purpose.
 
-use std::time::SystemTime;
-
 use anyhow::Context as _;
 
 use crate::config::Config;
-use crate::server_keys::{self, ServerKeys};
+use crate::server_keys;
 use crate::store::sqlite::{self, FileState};
 use crate::store::{Store, StoreSpec};
 
@@ -30,21 +28,14 @@ pub(crate) async fn run(config: &Config) -> anyhow::Result<()> {
     let store = Store::connect(&spec)
         .await
         .with_context(|| format!("failed to open the store {spec}"))?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let had_key = server_keys::read_current(&config.data_dir)?.is_some();
-    let keys = if store.is_shared() {
-        server_keys::load_shared(
-            &store,
-            &config.data_dir,
-            config.federation.max_request_age,
-            now,
-        )
-        .await?
-    } else {
-        ServerKeys::load(&config.data_dir, config.federation.max_request_age, now)?
-    };
+    let keys = server_keys::load_for_store(
+        &store,
+        &config.data_dir,
+        config.federation.max_request_age,
+        pd_proto::now_secs(),
+    )
+    .await?;
     store.close().await?;
     let database = match before {
         Some(FileState::Initialised) => format!("{spec} was already set up; left as it is"),
