@@ -162,6 +162,7 @@ impl Cluster {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(512)
+            .pool_idle_timeout(pd_proto::CLIENT_IDLE_REUSE)
             .timeout(Duration::from_secs(10))
             .build()?;
         Ok(Self {

@@ -93,6 +93,7 @@ impl PdClient {
             .connect_timeout(options.connect_timeout)
             .timeout(options.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(pd_proto::CLIENT_IDLE_REUSE)
             .user_agent(options.user_agent.clone());
         if let Some(path) = &options.ca_file {
             let pem = std::fs::read(path).map_err(|e| {

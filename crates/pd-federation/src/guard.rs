@@ -119,6 +119,9 @@ impl GuardedClient {
                 .connect_timeout(config.connect_timeout)
                 .read_timeout(config.read_timeout)
                 .timeout(config.request_timeout)
+                // Dropped before the remote node's wait for a next request head can close
+                // it under a request (spec 8.1).
+                .pool_idle_timeout(pd_proto::CLIENT_IDLE_REUSE)
                 .default_headers(headers)
                 .user_agent(concat!("pd-node/", env!("CARGO_PKG_VERSION")));
             roots

@@ -41,6 +41,12 @@ pub const MAX_CLOCK_SKEW_MICROS: u64 = 300 * 1_000_000;
 /// Longest lifetime a presence record may claim, in seconds (seven days).
 pub const MAX_PRESENCE_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// Longest a client keeps an idle kept-alive connection to a node for reuse (five seconds).
+/// A node may close a connection that has waited 10 seconds for its next request head
+/// (section 8.1); a client that sends on it at that moment gets a reset rather than an
+/// answer, so clients drop idle connections well before (section 8.1).
+pub const CLIENT_IDLE_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The current time as microseconds since the Unix epoch (the unit of sequence numbers).
 pub fn now_micros() -> u64 {
     std::time::SystemTime::now()

@@ -172,9 +172,44 @@ pub struct Registry {
     store: Store,
     accounts: Cache<String, Arc<CachedAccount>>,
     sessions: Cache<String, Arc<Session>>,
-    /// Writers hold this exclusively while they commit and update the cache; cache misses
-    /// hold it shared while they load, so a slow load cannot overwrite a newer write.
-    write_lock: RwLock<()>,
+    /// Per-name locks, striped: a writer holds its name's stripe exclusively while it
+    /// commits and updates the cache; a cache miss holds it shared while it loads, so a
+    /// slow load cannot overwrite a newer write. Writes to different names mostly take
+    /// different stripes, so they commit concurrently (and the SQLite store commits them
+    /// together).
+    name_locks: NameLocks,
+}
+
+/// A fixed set of read-write locks; a name always maps to the same one.
+struct NameLocks {
+    stripes: Box<[RwLock<()>]>,
+    hasher: std::hash::RandomState,
+}
+
+impl NameLocks {
+    /// Enough stripes that concurrent writers of different names rarely share one.
+    const STRIPES: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            stripes: (0..Self::STRIPES).map(|_| RwLock::new(())).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn of(&self, name: &str) -> &RwLock<()> {
+        use std::hash::BuildHasher;
+        let index = self.hasher.hash_one(name) as usize % self.stripes.len();
+        &self.stripes[index]
+    }
+}
+
+impl std::fmt::Debug for NameLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameLocks")
+            .field("stripes", &self.stripes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Hash under which an invite or session token is stored.
@@ -259,7 +294,7 @@ impl Registry {
             store,
             accounts,
             sessions,
-            write_lock: RwLock::new(()),
+            name_locks: NameLocks::new(),
         }
     }
 
@@ -289,7 +324,7 @@ impl Registry {
 
     /// Reads an account from the store and puts it in the cache.
     async fn load(&self, name: &str) -> Result<Option<Arc<CachedAccount>>, StoreError> {
-        let _shared = self.write_lock.read().await;
+        let _shared = self.name_locks.of(name).read().await;
         let Some(row) = self.store.account(name).await? else {
             self.accounts.invalidate(name).await;
             return Ok(None);
@@ -320,7 +355,7 @@ impl Registry {
             },
         };
         let name = reg.address.name().as_str();
-        let _exclusive = self.write_lock.write().await;
+        let _exclusive = self.name_locks.of(name).write().await;
         let created = self
             .store
             .create_account(name, reg.public_key.to_bytes(), reg.seq, invite, now_secs())
@@ -388,7 +423,7 @@ impl Registry {
         updated: Option<CachedAccount>,
     ) -> Result<(), RegistryError> {
         let name = address.name().as_str();
-        let _exclusive = self.write_lock.write().await;
+        let _exclusive = self.name_locks.of(name).write().await;
         let result = self
             .store
             .apply(name, account.key.to_bytes(), seq, change)
@@ -630,8 +665,11 @@ impl Registry {
     /// Deletes expired presence records from the store and drops those accounts from the
     /// cache; returns how many records went.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        // No name lock: the purge deletes only records expired at `now`, which lookups
+        // never serve, and a record published meanwhile has a later expiry, so the
+        // delete cannot take it. At worst an entry is dropped from the cache and read
+        // again.
         let now = now_secs();
-        let _exclusive = self.write_lock.write().await;
         let purged = self.store.purge_expired(now).await?;
         for name in &purged {
             self.accounts.invalidate(name.as_str()).await;

@@ -12,6 +12,7 @@
 //! inside their transaction in the database, so two concurrent writes, from one replica or
 //! two, cannot both succeed with the same or a lower sequence number.
 
+mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 

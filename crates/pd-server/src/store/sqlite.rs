@@ -1,9 +1,11 @@
 //! The embedded store: SQLite in the node's data directory, the default backend.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`, so a write is on disk when its
-//! transaction commits, and every write method commits before it returns. Blocking calls
-//! run on the blocking pool with the one connection behind a mutex, never on the async
-//! threads. Signed operations compare-and-set `last_seq` inside their transaction, so two
+//! transaction commits, and every write method commits before it returns. Writes go to one
+//! writer thread that commits those waiting together ([`super::group_commit`]); reads run
+//! on the blocking pool with a second connection behind a mutex, never on the async
+//! threads, and never wait for a write's `fsync` (WAL readers see the last commit).
+//! Signed operations compare-and-set `last_seq` inside their transaction, so two
 //! concurrent writes cannot both succeed with the same sequence number. Migrations are
 //! counted by `PRAGMA user_version`.
 
@@ -11,8 +13,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
 
+use super::group_commit::{self, Writer};
 use super::{
     AccountDump, AccountRow, Change, Dump, InviteRow, MAX_KEPT_ROTATIONS, PresenceRow, SessionRow,
     StoreError, TrustListRow, UserCounts, key32, to_i64, to_u64,
@@ -74,7 +77,11 @@ const MIGRATIONS: &[&str] = &[
 /// Handle to the SQLite database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The connection reads use.
     conn: Arc<Mutex<Option<Connection>>>,
+    /// The writer thread with its own connection; `None` for an in-memory database, whose
+    /// one connection also takes the writes.
+    writer: Option<Arc<Writer>>,
 }
 
 /// What an SQLite database file holds, looked at without changing it.
@@ -134,7 +141,14 @@ impl SqliteStore {
         if conn.is_readonly(MAIN_DB)? {
             return Err(StoreError::ReadOnly(path.to_owned()));
         }
-        Self::init(conn, true).map_err(|e| match e {
+        let opened = Self::init(conn, true).and_then(|mut store| {
+            // Opened after the migrations, so it sees the final schema.
+            let writer = Connection::open(path)?;
+            configure(&writer, true)?;
+            store.writer = Some(Arc::new(Writer::start(writer)?));
+            Ok(store)
+        });
+        opened.map_err(|e| match e {
             // Switching to WAL or migrating writes to the file and the directory: a read-only
             // one fails here even when the file itself could be opened for writing.
             StoreError::Db(rusqlite::Error::SqliteFailure(f, _))
@@ -152,16 +166,25 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection, wal: bool) -> Result<Self, StoreError> {
-        conn.busy_timeout(Duration::from_secs(5))?;
-        if wal {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        configure(&conn, wal)?;
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(Some(conn))),
+            writer: None,
         })
+    }
+
+    /// Runs the write `f` in a transaction of its own or one it shares with other writes,
+    /// and returns once that transaction has committed.
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.write(f).await,
+            None => self.with(move |c| group_commit::write_alone(c, f)).await,
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -224,8 +247,7 @@ impl SqliteStore {
         now_secs: u64,
     ) -> Result<(), StoreError> {
         let name = name.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             if let Some(hash) = invite_hash {
                 let used = tx.execute(
                     "UPDATE invites SET used_at = ?1
@@ -242,10 +264,9 @@ impl SqliteStore {
                 params![name, &public_key[..], to_i64(seq), to_i64(now_secs)],
             )?;
             if inserted != 1 {
-                // Dropping the transaction rolls back the invite's consumption.
+                // Failing rolls the write's savepoint back, invite consumption included.
                 return Err(StoreError::NameTaken);
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -261,8 +282,7 @@ impl SqliteStore {
         change: Change,
     ) -> Result<(), StoreError> {
         let name = name.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             let won = tx.execute(
                 "UPDATE accounts SET last_seq = ?1
                  WHERE name = ?2 AND public_key = ?3 AND last_seq < ?1",
@@ -333,7 +353,6 @@ impl SqliteStore {
                     tx.execute("DELETE FROM accounts WHERE name = ?1", params![name])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -381,14 +400,12 @@ impl SqliteStore {
 
     /// Writes `dump` in one transaction into a store without accounts.
     pub async fn import(&self, dump: Dump) -> Result<(), StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             let count: i64 = tx.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
             if count > 0 {
                 return Err(StoreError::NotEmpty(to_u64(count)));
             }
-            import(&tx, &dump)?;
-            tx.commit()?;
+            import(tx, &dump)?;
             Ok(())
         })
         .await
@@ -401,7 +418,7 @@ impl SqliteStore {
         now_secs: u64,
         expires_at: u64,
     ) -> Result<(), StoreError> {
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO invites (token_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
                 params![&token_hash[..], to_i64(now_secs), to_i64(expires_at)],
@@ -434,7 +451,7 @@ impl SqliteStore {
         fetched_at: u64,
     ) -> Result<(), StoreError> {
         let url = url.to_owned();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO trust_lists (url, body, fetched_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (url) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at",
@@ -448,8 +465,7 @@ impl SqliteStore {
     /// Deletes presence records that expired at or before `now_secs`, and expired invites;
     /// returns the names whose presence record went.
     pub async fn purge_expired(&self, now_secs: u64) -> Result<Vec<String>, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             let names = tx
                 .prepare("DELETE FROM presence WHERE expires_at <= ?1 RETURNING name")?
                 .query_map(params![to_i64(now_secs)], |r| r.get::<_, String>(0))?
@@ -462,7 +478,6 @@ impl SqliteStore {
                 "DELETE FROM sessions WHERE expires_at <= ?1",
                 params![to_i64(now_secs)],
             )?;
-            tx.commit()?;
             Ok(names)
         })
         .await
@@ -472,19 +487,36 @@ impl SqliteStore {
     /// [`StoreError::Closed`].
     pub async fn close(&self) -> Result<(), StoreError> {
         let conn = Arc::clone(&self.conn);
+        let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let taken = conn
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take();
-            match taken {
-                Some(c) => c.close().map_err(|(_, e)| StoreError::Db(e)),
-                None => Ok(()),
+            if let Some(c) = taken {
+                c.close().map_err(|(_, e)| StoreError::Db(e))?;
             }
+            // The writer's connection closes last, so it is the one that checkpoints the
+            // WAL into the database file.
+            if let Some(c) = writer.map(|w| w.close()).transpose()?.flatten() {
+                c.close().map_err(|(_, e)| StoreError::Db(e))?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// The settings every connection to the database uses.
+fn configure(conn: &Connection, wal: bool) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    if wal {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -595,7 +627,7 @@ fn export(tx: &rusqlite::Transaction<'_>) -> Result<Dump, StoreError> {
     Ok(dump)
 }
 
-fn import(tx: &rusqlite::Transaction<'_>, dump: &Dump) -> Result<(), StoreError> {
+fn import(tx: &Connection, dump: &Dump) -> Result<(), StoreError> {
     for a in &dump.accounts {
         tx.execute(
             "INSERT INTO accounts (name, public_key, last_seq, created_at) VALUES (?1, ?2, ?3, ?4)",

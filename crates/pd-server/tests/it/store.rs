@@ -50,6 +50,7 @@ on_both!(
     export_and_import_copy_everything,
     concurrent_writes_keep_the_highest_seq,
     concurrent_registrations_have_one_winner,
+    many_concurrent_writes_fail_or_commit_each_alone,
     close_is_final,
 );
 
@@ -363,6 +364,71 @@ async fn concurrent_registrations_have_one_winner(s: Store) {
     assert_eq!(winners.len(), 1, "{winners:?}");
     let row = s.account("bob").await.unwrap().unwrap();
     assert_eq!(row.public_key, [winners[0] + 1; 32]);
+}
+
+/// Hundreds of writes at once (which the SQLite store commits in shared transactions):
+/// each that fails is undone alone, each that succeeds is there.
+async fn many_concurrent_writes_fail_or_commit_each_alone(s: Store) {
+    const USERS: u32 = 200;
+    let s = Arc::new(s);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..USERS {
+        for attempt in 1..=2u8 {
+            let s = Arc::clone(&s);
+            tasks.spawn(async move {
+                let r = s
+                    .create_account(&format!("user{i}"), [attempt; 32], 1, None, 100)
+                    .await;
+                (i, attempt, r)
+            });
+        }
+    }
+    let mut keys = std::collections::HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (i, attempt, Ok(())) => assert!(keys.insert(i, attempt).is_none(), "user{i} twice"),
+            (_, _, Err(StoreError::NameTaken)) => {}
+            (i, _, Err(e)) => panic!("registration of user{i}: {e}"),
+        }
+    }
+    assert_eq!(keys.len(), USERS as usize);
+    // A publish that wins and a stale one that loses, for every user, all at once.
+    for i in 0..USERS {
+        for seq in [3u64, 2] {
+            let s = Arc::clone(&s);
+            let key = [keys[&i]; 32];
+            tasks.spawn(async move {
+                let r = s
+                    .apply(
+                        &format!("user{i}"),
+                        key,
+                        seq,
+                        Change::Publish(presence(seq, 900)),
+                    )
+                    .await;
+                (i, u8::try_from(seq).unwrap(), r)
+            });
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (_, _, Ok(())) | (_, 2, Err(StoreError::Conflict)) => {}
+            (i, seq, r) => panic!("publish {seq} of user{i}: {r:?}"),
+        }
+    }
+    for i in 0..USERS {
+        let row = s.account(&format!("user{i}")).await.unwrap().unwrap();
+        assert_eq!(row.public_key, [keys[&i]; 32]);
+        assert_eq!(row.last_seq, 3, "user{i}");
+        assert_eq!(row.presence, Some(presence(3, 900)), "user{i}");
+    }
+    assert_eq!(
+        s.user_counts(100).await.unwrap(),
+        UserCounts {
+            registered: u64::from(USERS),
+            online: u64::from(USERS)
+        }
+    );
 }
 
 async fn close_is_final(s: Store) {
