@@ -137,8 +137,10 @@ pub enum Command {
     /// Talk with a user: look them up, check their key, connect, send the lines you type (or
     /// pipe in) and print what they say; ends at end of input or /quit
     Connect {
-        /// The address to talk with, NAME@DOMAIN
-        address: String,
+        /// The address to talk with, NAME@DOMAIN; several (at most 15) open one group
+        /// conversation with all of them
+        #[arg(required = true, num_args = 1..)]
+        address: Vec<String>,
     },
     /// List your contacts: everyone you looked up or talked with, whose last verified
     /// lookup answer is kept for when your home node is unreachable

@@ -25,7 +25,7 @@ use crate::peer::frame::check_text;
 use crate::peer::known::{KeyCheck, KnownPeers};
 use crate::peer::session::{self, Channel, Command, End, Event};
 
-type ClientChannel = Channel<tokio_rustls::client::TlsStream<TcpStream>>;
+pub(crate) type ClientChannel = Channel<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Checks the key the home node vouches for (or the stored answer holds) against the one
 /// remembered for `peer`, before connecting: a changed key with no signed rotation is
@@ -159,9 +159,18 @@ pub(crate) async fn connect(
                         console.status(HELP);
                         None
                     }
-                    Line::List | Line::To(_) => {
+                    Line::List | Line::To(_) | Line::Join | Line::Decline => {
                         console.status(
-                            "chat connect holds one conversation; /list and /to are for chat listen",
+                            "chat connect holds one conversation; /list, /to, /join and /decline \
+                             are for chat listen",
+                        );
+                        None
+                    }
+                    Line::Leave => Some(Leave::User),
+                    Line::Invite(_) | Line::Members => {
+                        console.status(
+                            "this is a two-person conversation; for a group, start one with \
+                             chat connect ADDRESS ADDRESS…",
                         );
                         None
                     }
@@ -236,7 +245,7 @@ pub(crate) async fn connect(
 /// checks its key, and opens the channel to the first endpoint that answers. A cached answer
 /// may name endpoints the user no longer listens on: when it leads nowhere, the user's home
 /// node is asked again, once.
-async fn open(
+pub(crate) async fn open(
     account: &Account,
     peer: &Address,
     identity: &IdentityCert,
