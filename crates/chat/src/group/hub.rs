@@ -167,6 +167,11 @@ pub(crate) async fn connect(
         let leave = tokio::select! {
             Some(ended) = tasks.join_next() => {
                 if let Ok((link, peer, end)) = ended {
+                    // What the channel delivered before it ended (a `left`, last lines)
+                    // is already queued: handle it first.
+                    while let Ok(event) = events.try_recv() {
+                        on_event(&account, &mut group, &mut links, event, &mut console).await?;
+                    }
                     link_ended(&account, &mut group, &mut links, link, &peer, &end, &mut console);
                     if leaving.is_some() && tasks.is_empty() {
                         break;
