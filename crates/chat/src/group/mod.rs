@@ -40,7 +40,7 @@ pub(crate) enum Accepted {
     Line(GroupLine),
     /// A membership change (already applied, except an `added` member's key, which the
     /// caller checks and then sets with [`Group::admit`]).
-    Change(GroupChange),
+    Change(Box<GroupChange>),
 }
 
 /// One group, as one member sees it.
@@ -220,7 +220,7 @@ impl Group {
                         }
                     }
                 }
-                Ok(Accepted::Change(change))
+                Ok(Accepted::Change(Box::new(change)))
             }
             _ => Err(PostError::Content("not a post".into())),
         }
