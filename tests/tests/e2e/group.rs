@@ -175,6 +175,58 @@ fn three_then_four_people_talk_in_one_conversation_through_pipes() {
 }
 
 #[test]
+fn a_listener_in_several_conversations_labels_group_lines_and_switches_with_to() {
+    let nodes = pair();
+    let alice = user("alice@a.test", &nodes.a);
+    let carol = user("carol@a.test", &nodes.a);
+    let bob = user("bob@b.test", &nodes.b);
+    let dave = user("dave@b.test", &nodes.b);
+    let mut bob_l = listen(
+        &bob,
+        &["--allow", "alice@a.test", "--allow", "carol@a.test"],
+    );
+    let mut dave_l = listen(&dave, &["--allow", "alice@a.test"]);
+
+    // Carol talks with Bob alone; then Alice starts a group with Bob and Dave.
+    let mut with_carol = ChatProcess::start(&carol, &["connect", "bob@b.test"]).unwrap();
+    bob_l.wait_stderr("talking to carol@a.test");
+    let mut hub = ChatProcess::start(&alice, &["connect", "bob@b.test", "dave@b.test"]).unwrap();
+    let status = hub.wait_stderr("; waiting for them to join");
+    let label = status
+        .split("to the conversation ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(label.len(), 7, "{label}");
+    hub.wait_stderr("bob@b.test joined");
+    hub.wait_stderr("dave@b.test joined");
+
+    // Bob holds two conversations: group lines carry the label, two-person lines do not;
+    // Dave holds one, so his lines have no label.
+    dave_l.send_line("hi all").unwrap();
+    bob_l.wait_stdout(&format!("{label} dave@b.test: hi all\n"));
+    hub.wait_stdout("dave@b.test: hi all\n");
+    with_carol.send_line("just for bob").unwrap();
+    bob_l.wait_stdout("carol@a.test: just for bob\n");
+    assert!(!bob_l.stdout().contains(&format!("{label} carol")));
+
+    // Joining made the group Bob's current conversation; /to switches back to Carol.
+    bob_l.send_line("/list").unwrap();
+    bob_l.wait_stderr(&format!(
+        "conversations: carol@a.test, {label} with alice@a.test, dave@b.test (current)"
+    ));
+    bob_l.send_line("to the group").unwrap();
+    dave_l.wait_stdout("bob@b.test: to the group\n");
+    hub.wait_stdout("bob@b.test: to the group\n");
+    bob_l.send_line("/to carol@a.test").unwrap();
+    bob_l.send_line("to carol").unwrap();
+    with_carol.wait_stdout("bob@b.test: to carol\n");
+    assert!(!dave_l.stdout().contains("to carol"));
+    assert!(!with_carol.stdout().contains("to the group"));
+}
+
+#[test]
 fn a_hostile_forwarding_member_cannot_alter_replay_reorder_or_forge_lines() {
     let nodes = pair();
     let mallory = user("mallory@a.test", &nodes.a);
