@@ -175,6 +175,41 @@ fn three_then_four_people_talk_in_one_conversation_through_pipes() {
 }
 
 #[test]
+fn an_invite_turns_a_two_person_conversation_into_a_group() {
+    let nodes = pair();
+    let alice = user("alice@a.test", &nodes.a);
+    let carol = user("carol@a.test", &nodes.a);
+    let bob = user("bob@b.test", &nodes.b);
+    let mut bob_l = listen(&bob, &["--allow", "alice@a.test"]);
+    let mut carol_l = listen(&carol, &["--allow", "alice@a.test"]);
+
+    let mut talker = ChatProcess::start(&alice, &["connect", "bob@b.test"]).unwrap();
+    talker.wait_stderr("connected to bob@b.test");
+    talker.send_line("just us").unwrap();
+    bob_l.wait_stdout("alice@a.test: just us\n");
+    talker.send_line("/invite carol@a.test").unwrap();
+    talker.wait_stderr("the conversation with bob@b.test is now the group #");
+    bob_l.wait_stderr("* alice@a.test invites you to a conversation with carol@a.test\n");
+    carol_l.wait_stderr("* alice@a.test invites you to a conversation with bob@b.test\n");
+    talker.wait_stderr("bob@b.test joined");
+    talker.wait_stderr("carol@a.test joined");
+    carol_l.send_line("hello bob").unwrap();
+    bob_l.wait_stdout("carol@a.test: hello bob\n");
+    talker.wait_stdout("carol@a.test: hello bob\n");
+    bob_l.send_line("hello carol").unwrap();
+    carol_l.wait_stdout("bob@b.test: hello carol\n");
+    talker.send_line("all three").unwrap();
+    bob_l.wait_stdout("alice@a.test: all three\n");
+    carol_l.wait_stdout("alice@a.test: all three\n");
+    let out = talker.wait();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout,
+        "carol@a.test: hello bob\nbob@b.test: hello carol\n"
+    );
+}
+
+#[test]
 fn a_listener_in_several_conversations_labels_group_lines_and_switches_with_to() {
     let nodes = pair();
     let alice = user("alice@a.test", &nodes.a);
@@ -190,7 +225,7 @@ fn a_listener_in_several_conversations_labels_group_lines_and_switches_with_to()
     // Carol talks with Bob alone; then Alice starts a group with Bob and Dave.
     let mut with_carol = ChatProcess::start(&carol, &["connect", "bob@b.test"]).unwrap();
     bob_l.wait_stderr("talking to carol@a.test");
-    let mut hub = ChatProcess::start(&alice, &["connect", "bob@b.test", "dave@b.test"]).unwrap();
+    let hub = ChatProcess::start(&alice, &["connect", "bob@b.test", "dave@b.test"]).unwrap();
     let status = hub.wait_stderr("; waiting for them to join");
     let label = status
         .split("to the conversation ")

@@ -19,6 +19,7 @@ use crate::console::{
 };
 use crate::contacts::age;
 use crate::error::ChatError;
+use crate::group;
 use crate::peer::PeerError;
 use crate::peer::cert::IdentityCert;
 use crate::peer::frame::check_text;
@@ -128,8 +129,14 @@ pub(crate) async fn connect(
     )?;
     let (commands, commands_rx) = mpsc::channel(64);
     let (events_tx, mut events) = mpsc::channel(256);
-    let conversation = session::converse(channel, 1, peer.clone(), commands_rx, events_tx);
-    tokio::pin!(conversation);
+    // Boxed, and a sender kept, so that `/invite` can hand the conversation to a group.
+    let mut conversation = Box::pin(session::converse(
+        channel,
+        1,
+        peer.clone(),
+        commands_rx,
+        events_tx.clone(),
+    ));
     // Once the user leaves, the goodbye has LEAVE_TIMEOUT; a second signal leaves at once.
     let mut leaving: Option<Instant> = None;
     let end = loop {
@@ -167,11 +174,37 @@ pub(crate) async fn connect(
                         None
                     }
                     Line::Leave => Some(Leave::User),
-                    Line::Invite(_) | Line::Members => {
-                        console.status(
-                            "this is a two-person conversation; for a group, start one with \
-                             chat connect ADDRESS ADDRESS…",
-                        );
+                    Line::Invite(address) => {
+                        let opened =
+                            group::hub::open_invitee(&account, &identity, &peer, &address, &mut console)
+                                .await;
+                        if let Some((channel, invitee_key)) = opened {
+                            let first = group::hub::Adopted {
+                                peer,
+                                key,
+                                conversation,
+                                commands,
+                                events,
+                                events_tx,
+                            };
+                            let invitee = (address, channel, invitee_key);
+                            return group::hub::adopt(
+                                &account,
+                                &identity,
+                                &mut console,
+                                &mut signals,
+                                first,
+                                invitee,
+                            )
+                            .await;
+                        }
+                        None
+                    }
+                    Line::Members => {
+                        console.status(format!(
+                            "a two-person conversation: {peer} ({}) and you",
+                            key.fingerprint()
+                        ));
                         None
                     }
                     Line::Invalid(why) => {

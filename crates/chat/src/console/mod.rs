@@ -72,7 +72,7 @@ pub const LISTEN_COMMANDS: &[&str] = &[
     "/decline", "/help", "/join", "/leave", "/list", "/members", "/quit", "/to",
 ];
 /// The commands `chat connect` completes.
-pub const CONNECT_COMMANDS: &[&str] = &["/help", "/quit"];
+pub const CONNECT_COMMANDS: &[&str] = &["/help", "/invite", "/members", "/quit"];
 /// The commands `chat connect` with several addresses completes.
 pub const GROUP_COMMANDS: &[&str] = &["/help", "/invite", "/leave", "/members", "/quit"];
 

@@ -5,7 +5,9 @@
 //! channel; a channel that ends without `left` is announced as `dropped`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
 
 use pd_proto::group::{ChangeKind, MAX_MEMBERS, Member};
 use pd_proto::{Address, PublicKey};
@@ -15,7 +17,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::{Accepted, Group, LinkId, check, describe_change, describe_refusal};
 use crate::account::{Account, now_secs};
-use crate::cmd::connect::open;
+use crate::cmd::connect::{ClientChannel, open};
 use crate::cmd::listen::LEAVE_TIMEOUT;
 use crate::console::parse_line;
 use crate::console::{Console, GROUP_COMMANDS, GROUP_HELP, Input, InputMode, Line, Signals, View};
@@ -57,6 +59,172 @@ impl Links {
     }
 }
 
+/// A two-person conversation of `chat connect` that becomes a group (`/invite`): its
+/// channel's task, where to send on it, and where its events arrive.
+pub(crate) struct Adopted {
+    /// The peer.
+    pub(crate) peer: Address,
+    /// The peer's checked key.
+    pub(crate) key: PublicKey,
+    /// The conversation, run as link 1 (`session::converse` with id 1).
+    pub(crate) conversation: Pin<Box<dyn Future<Output = End> + Send>>,
+    /// Where to send on it.
+    pub(crate) commands: mpsc::Sender<Command>,
+    /// Where its events arrive.
+    pub(crate) events: mpsc::Receiver<Event>,
+    /// A sender of the same events channel, for the channels opened next.
+    pub(crate) events_tx: mpsc::Sender<Event>,
+}
+
+impl std::fmt::Debug for Adopted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adopted").field("peer", &self.peer).finish()
+    }
+}
+
+/// A group being run by this side: the group, its channels and their tasks, and the one
+/// channel their events arrive on.
+struct Hub {
+    group: Group,
+    links: Links,
+    tasks: JoinSet<(LinkId, Address, End)>,
+    events: mpsc::Receiver<Event>,
+    events_tx: mpsc::Sender<Event>,
+}
+
+impl Hub {
+    fn new(
+        account: &Account,
+        events: mpsc::Receiver<Event>,
+        events_tx: mpsc::Sender<Event>,
+    ) -> Self {
+        Self {
+            group: Group::new(
+                pd_proto::group::GroupId::random(),
+                account.address().clone(),
+                account.key().public(),
+            ),
+            links: Links::default(),
+            tasks: JoinSet::new(),
+            events,
+            events_tx,
+        }
+    }
+
+    /// Runs a channel opened to `peer` as the next link.
+    fn add_channel(&mut self, peer: &Address, channel: ClientChannel) -> LinkId {
+        self.links.next += 1;
+        let link = self.links.next;
+        let (commands, commands_rx) = mpsc::channel(64);
+        self.links.commands.insert(link, commands);
+        let (peer, events) = (peer.clone(), self.events_tx.clone());
+        self.tasks.spawn(async move {
+            let end = session::converse(channel, link, peer.clone(), commands_rx, events).await;
+            (link, peer, end)
+        });
+        link
+    }
+
+    /// Invites the peers of `opened` (first members: the others learn of them from their own
+    /// invitations, not from an `added` change).
+    fn invite_first(&mut self, account: &Account, opened: Vec<(LinkId, Address, PublicKey)>) {
+        let mut members = vec![Member {
+            address: account.address().clone(),
+            key: account.key().public(),
+        }];
+        members.extend(opened.iter().map(|(_, peer, key)| Member {
+            address: peer.clone(),
+            key: *key,
+        }));
+        for (link, peer, key) in opened {
+            self.links.send(
+                link,
+                Frame::GroupInvite {
+                    group: self.group.id().clone(),
+                    members: members.clone(),
+                },
+            );
+            self.links.invited.insert(
+                link,
+                Invited {
+                    peer,
+                    key,
+                    announce: false,
+                },
+            );
+        }
+    }
+}
+
+/// `/invite ADDRESS` in a two-person `chat connect`: opens the channel to `address` and, once
+/// it is open, turns the conversation into a group of three (both peers are invited). On
+/// failure the two-person conversation goes on.
+pub(crate) async fn open_invitee(
+    account: &Account,
+    identity: &IdentityCert,
+    peer: &Address,
+    address: &Address,
+    console: &mut Console<'_>,
+) -> Option<(ClientChannel, PublicKey)> {
+    if address == peer || address == account.address() {
+        console.status(format!("{address} is already in the conversation"));
+        return None;
+    }
+    match open(account, address, identity, console).await {
+        Ok((channel, endpoint, key)) => {
+            console.status(format!(
+                "connected to {address} at {endpoint} (fingerprint {})",
+                key.fingerprint()
+            ));
+            let _ = account.contacts().record_talk(address, now_secs());
+            Some((channel, key))
+        }
+        Err(e) => {
+            console.status(format!("could not invite {address}: {}", e.report().0));
+            None
+        }
+    }
+}
+
+/// Turns the two-person conversation `first` into a group with `invitee` (whose channel
+/// [`open_invitee`] opened) and runs it like `chat connect A B`.
+pub(crate) async fn adopt(
+    account: &Account,
+    identity: &IdentityCert,
+    console: &mut Console<'_>,
+    signals: &mut Signals,
+    first: Adopted,
+    invitee: (Address, ClientChannel, PublicKey),
+) -> Result<(), ChatError> {
+    let Adopted {
+        peer,
+        key,
+        conversation,
+        commands,
+        events,
+        events_tx,
+    } = first;
+    let mut hub = Hub::new(account, events, events_tx);
+    hub.links.next = 1;
+    hub.links.commands.insert(1, commands);
+    let task_peer = peer.clone();
+    hub.tasks
+        .spawn(async move { (1, task_peer, conversation.await) });
+    let (address, channel, invitee_key) = invitee;
+    let link = hub.add_channel(&address, channel);
+    hub.invite_first(
+        account,
+        vec![(1, peer.clone(), key), (link, address.clone(), invitee_key)],
+    );
+    let label = hub.group.label();
+    console.status(format!(
+        "the conversation with {peer} is now the group {label}: invited {peer} and {address}; \
+         waiting for them to join"
+    ));
+    console.set_prompt(label);
+    run(account, identity, console, signals, hub).await
+}
+
 /// Runs `chat connect` with several addresses until the user leaves or nobody else remains.
 pub(crate) async fn connect(
     account: Account,
@@ -67,16 +235,9 @@ pub(crate) async fn connect(
     let mut signals = Signals::new()?;
     let identity = IdentityCert::new(account.key(), account.address())
         .map_err(|e| PeerError::Setup(e.to_string()))?;
-    let me = account.address().clone();
-    let mut group = Group::new(
-        pd_proto::group::GroupId::random(),
-        me.clone(),
-        account.key().public(),
-    );
-    let label = group.label();
-    let (events_tx, mut events) = mpsc::channel::<Event>(256);
-    let mut tasks: JoinSet<(LinkId, Address, End)> = JoinSet::new();
-    let mut links = Links::default();
+    let (events_tx, events) = mpsc::channel::<Event>(256);
+    let mut hub = Hub::new(&account, events, events_tx);
+    let label = hub.group.label();
 
     // Open every channel first, then invite everyone with the full list.
     let mut opened = Vec::new();
@@ -98,17 +259,7 @@ pub(crate) async fn connect(
                     key.fingerprint()
                 ));
                 let _ = account.contacts().record_talk(peer, now_secs());
-                links.next += 1;
-                let link = links.next;
-                let (commands, commands_rx) = mpsc::channel(64);
-                links.commands.insert(link, commands);
-                let (task_peer, events) = (peer.clone(), events_tx.clone());
-                tasks.spawn(async move {
-                    let end =
-                        session::converse(channel, link, task_peer.clone(), commands_rx, events)
-                            .await;
-                    (link, task_peer, end)
-                });
+                let link = hub.add_channel(peer, channel);
                 opened.push((link, peer.clone(), key));
             }
             Err(e) => {
@@ -120,32 +271,13 @@ pub(crate) async fn connect(
     if opened.is_empty() {
         return Err(last_error.unwrap_or_else(|| ChatError::Usage("nobody to talk with".into())));
     }
-    let mut members = vec![Member {
-        address: me.clone(),
-        key: account.key().public(),
-    }];
-    members.extend(opened.iter().map(|(_, peer, key)| Member {
-        address: peer.clone(),
-        key: *key,
-    }));
-    for (link, peer, key) in opened {
-        links.send(
-            link,
-            Frame::GroupInvite {
-                group: group.id().clone(),
-                members: members.clone(),
-            },
-        );
-        links.invited.insert(
-            link,
-            Invited {
-                peer,
-                key,
-                announce: false,
-            },
-        );
-    }
-    let invited: Vec<String> = links.invited.values().map(|i| i.peer.to_string()).collect();
+    hub.invite_first(&account, opened);
+    let invited: Vec<String> = hub
+        .links
+        .invited
+        .values()
+        .map(|i| i.peer.to_string())
+        .collect();
     console.status(format!(
         "invited {} to the conversation {label}; waiting for them to join",
         invited.join(", ")
@@ -157,7 +289,26 @@ pub(crate) async fn connect(
             commands: GROUP_COMMANDS,
         },
     )?;
+    run(&account, &identity, &mut console, &mut signals, hub).await
+}
 
+/// Runs the group until the user leaves or nobody else remains.
+async fn run(
+    account: &Account,
+    identity: &IdentityCert,
+    console: &mut Console<'_>,
+    signals: &mut Signals,
+    hub: Hub,
+) -> Result<(), ChatError> {
+    let Hub {
+        mut group,
+        mut links,
+        mut tasks,
+        mut events,
+        events_tx,
+    } = hub;
+    let label = group.label();
+    let me = account.address().clone();
     let mut leaving: Option<Instant> = None;
     loop {
         if leaving.is_none() && links.commands.is_empty() {
@@ -170,9 +321,9 @@ pub(crate) async fn connect(
                     // What the channel delivered before it ended (a `left`, last lines)
                     // is already queued: handle it first.
                     while let Ok(event) = events.try_recv() {
-                        on_event(&account, &mut group, &mut links, event, &mut console).await?;
+                        on_event(account, &mut group, &mut links, event, console).await?;
                     }
-                    link_ended(&account, &mut group, &mut links, link, &peer, &end, &mut console);
+                    link_ended(account, &mut group, &mut links, link, &peer, &end, console);
                     if leaving.is_some() && tasks.is_empty() {
                         break;
                     }
@@ -180,22 +331,22 @@ pub(crate) async fn connect(
                 false
             }
             Some(event) = events.recv() => {
-                on_event(&account, &mut group, &mut links, event, &mut console).await?;
+                on_event(account, &mut group, &mut links, event, console).await?;
                 false
             }
             input = console.next_input(), if leaving.is_none() => match input {
                 Input::Line(line) => match parse_line(&line) {
                     Line::Empty => false,
                     Line::Text(text) => {
-                        send_line(&account, &mut group, &links, text, &mut console);
+                        send_line(account, &mut group, &links, text, console);
                         false
                     }
                     Line::Invite(address) => {
-                        invite(&account, &identity, &mut group, &mut links, address, &mut console, &mut tasks, &events_tx).await;
+                        invite(account, identity, &mut group, &mut links, address, console, &mut tasks, &events_tx).await;
                         false
                     }
                     Line::Members => {
-                        members_status(&group, &links, &mut console);
+                        members_status(&group, &links, console);
                         false
                     }
                     Line::Quit | Line::Leave => true,
@@ -253,7 +404,7 @@ pub(crate) async fn connect(
     console.stop_input();
     // Posts that arrived before the end are still queued: show them first.
     while let Ok(event) = events.try_recv() {
-        on_event(&account, &mut group, &mut links, event, &mut console).await?;
+        on_event(account, &mut group, &mut links, event, console).await?;
     }
     tasks.shutdown().await;
     console.status(format!("left the conversation {label}"));
@@ -494,10 +645,9 @@ async fn on_event(
                 frame_type(&other)
             )),
         },
-        Event::Message(message) => console.status(format!(
-            "ignored a private line from {} (this conversation is a group)",
-            message.peer
-        )),
+        // A line sent to this side alone (a peer that has not joined yet, or a client
+        // speaking two-person frames): shown like a two-person message.
+        Event::Message(message) => console.message(&message.peer, &message.text).await?,
         Event::Notice(text) => console.status(text),
         Event::Opened { .. } | Event::Ended { .. } | Event::Failed { .. } => {}
     }
