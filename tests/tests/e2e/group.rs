@@ -8,11 +8,11 @@ use chat::peer::cert::IdentityCert;
 use chat::peer::frame::Frame;
 use chat::peer::session;
 use futures::{SinkExt as _, StreamExt as _};
-use pd_e2e::{ChatHome, ChatProcess, Node, federated_pair};
+use pd_e2e::{ChatHome, ChatProcess, ChatTerminal, Node, federated_pair};
 use pd_proto::group::{GroupId, GroupLine, Member};
 use pd_proto::{Address, Endpoint, SecretKey, Signed};
 
-use super::home;
+use super::{home, start_node};
 
 struct Pair {
     a: Node,
@@ -259,6 +259,56 @@ fn a_listener_in_several_conversations_labels_group_lines_and_switches_with_to()
     with_carol.wait_stdout("bob@b.test: to carol\n");
     assert!(!dave_l.stdout().contains("to carol"));
     assert!(!with_carol.stdout().contains("to the group"));
+}
+
+#[test]
+fn at_a_terminal_the_prompt_names_the_group_and_its_size() {
+    let (node, _data) = start_node();
+    let alice = user("alice@localhost", &node);
+    let bob = user("bob@localhost", &node);
+    let carol = user("carol@localhost", &node);
+    let carol_l = listen(&carol, &["--allow", "alice@localhost"]);
+    let mut term = ChatTerminal::start(
+        &bob,
+        &[
+            "listen",
+            "--bind",
+            "127.0.0.1:0",
+            "--allow",
+            "alice@localhost",
+        ],
+    )
+    .unwrap();
+    term.wait_prompt("no conversation");
+
+    let mut hub =
+        ChatProcess::start(&alice, &["connect", "bob@localhost", "carol@localhost"]).unwrap();
+    let status = hub.wait_stderr("; waiting for them to join");
+    let label = status
+        .split("to the conversation ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    term.wait_prompt(&format!("{label} (3 members)"));
+    term.wait_screen("* alice@localhost invites you to a conversation with carol@localhost");
+    hub.wait_stderr("carol@localhost joined");
+    hub.send_line("hello bob").unwrap();
+    term.wait_screen("alice@localhost: hello bob");
+    term.type_line("hello all").unwrap();
+    hub.wait_stdout("bob@localhost: hello all\n");
+    term.type_line("/members").unwrap();
+    term.wait_screen(&format!("* 3 members of {label}"));
+    term.ctrl_c().unwrap();
+    let (code, _) = term.wait_exit(std::time::Duration::from_secs(6)).unwrap();
+    assert_eq!(code, 0, "{}", term.screen());
+    hub.wait_stderr("bob@localhost left #");
+    carol_l.wait_stderr("bob@localhost left #");
+    assert!(
+        !carol_l.stderr().contains("dropped"),
+        "{}",
+        carol_l.stderr()
+    );
 }
 
 #[test]

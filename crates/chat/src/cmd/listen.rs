@@ -349,6 +349,7 @@ pub(crate) async fn listen(
         conversations.open.len()
     ));
     conversations.leaving = true;
+    conversations.groups.leave_all(&account);
     for conversation in &conversations.open {
         let _ = conversation.commands.try_send(Command::Bye(None));
     }

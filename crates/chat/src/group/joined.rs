@@ -278,6 +278,22 @@ impl Groups {
         console.status(format!("left {}", group.label()));
     }
 
+    /// Leaving `chat listen`: says `left` to every group (each conversation's goodbye
+    /// follows on the same channel).
+    pub(crate) fn leave_all(&mut self, account: &Account) {
+        for (group, commands) in self.joined.values_mut() {
+            let left = group.change(
+                account.key(),
+                ChangeKind::Left,
+                account.address().clone(),
+                None,
+            );
+            let _ = commands.try_send(Command::Frame(left));
+        }
+        self.joined.clear();
+        self.invitations.clear();
+    }
+
     /// The conversation `link` ended: its group (if any) ends for this side, since the
     /// inviter connected it to every other member.
     pub(crate) fn ended(&mut self, link: LinkId, end: &End, console: &mut Console<'_>) {
