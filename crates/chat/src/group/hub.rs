@@ -632,7 +632,12 @@ async fn on_event(
                                     change.member
                                 ));
                             }
-                            group.admit(change.member.clone(), checked.ok(), id);
+                            group.admit(
+                                change.member.clone(),
+                                checked.ok(),
+                                id,
+                                change.author.clone(),
+                            );
                         }
                         console.status(describe_change(&change, &label));
                         links.send_all(&group.forward_to(id), &post);

@@ -163,7 +163,12 @@ impl Groups {
                                     change.member
                                 ));
                             }
-                            group.admit(change.member.clone(), checked.ok(), link);
+                            group.admit(
+                                change.member.clone(),
+                                checked.ok(),
+                                link,
+                                change.author.clone(),
+                            );
                         }
                         console.status(describe_change(&change, &label));
                     }
@@ -200,7 +205,12 @@ impl Groups {
             if member.address == inviter {
                 group.add_link(link, member.address.clone(), member.key);
             } else {
-                group.admit(member.address.clone(), Some(member.key), link);
+                group.admit(
+                    member.address.clone(),
+                    Some(member.key),
+                    link,
+                    inviter.clone(),
+                );
             }
         }
         let _ = commands.try_send(Command::Frame(Frame::GroupJoin { group: id }));

@@ -31,6 +31,10 @@ struct Seat {
     key: Option<PublicKey>,
     /// The link this member is reached through; `None` for this side itself.
     via: Option<LinkId>,
+    /// The member who brought it in (its inviter, or the author of its `added` change):
+    /// the only one whose `dropped` change about it is accepted. This side for the members
+    /// it holds a link with.
+    by: Address,
 }
 
 /// A post that passed every check.
@@ -64,6 +68,7 @@ impl Group {
             Seat {
                 key: Some(my_key),
                 via: None,
+                by: me.clone(),
             },
         );
         Self {
@@ -127,18 +132,26 @@ impl Group {
             Seat {
                 key: Some(key),
                 via: Some(link),
+                by: self.me.clone(),
             },
         );
     }
 
-    /// Sets a member reached through `via`, with the key this side checked for it (or
-    /// `None` when the check failed: its posts are refused).
-    pub(crate) fn admit(&mut self, member: Address, key: Option<PublicKey>, via: LinkId) {
+    /// Sets a member reached through `via` and brought in by `by`, with the key this side
+    /// checked for it (or `None` when the check failed: its posts are refused).
+    pub(crate) fn admit(
+        &mut self,
+        member: Address,
+        key: Option<PublicKey>,
+        via: LinkId,
+        by: Address,
+    ) {
         self.members.insert(
             member,
             Seat {
                 key,
                 via: Some(via),
+                by,
             },
         );
     }
@@ -214,11 +227,21 @@ impl Group {
                         )));
                     }
                     ChangeKind::Added => {}
-                    ChangeKind::Left | ChangeKind::Dropped => {
-                        if change.member != self.me {
+                    ChangeKind::Left => {
+                        self.members.remove(&change.member);
+                    }
+                    ChangeKind::Dropped => match self.members.get(&change.member) {
+                        Some(seat) if seat.by == change.author => {
                             self.members.remove(&change.member);
                         }
-                    }
+                        Some(_) => {
+                            return Err(PostError::Content(format!(
+                                "{} cannot drop {}: only the member who brought it in can",
+                                change.author, change.member
+                            )));
+                        }
+                        None => {}
+                    },
                 }
                 Ok(Accepted::Change(Box::new(change)))
             }
@@ -307,7 +330,12 @@ mod tests {
         let id = GroupId::from_bytes(&[9; 16]);
         let mut at_bob = Group::new(id.clone(), addr("bob@b.example"), bob.public());
         at_bob.add_link(1, addr("alice@a.example"), alice.public());
-        at_bob.admit(addr("carol@c.example"), Some(carol.public()), 1);
+        at_bob.admit(
+            addr("carol@c.example"),
+            Some(carol.public()),
+            1,
+            addr("alice@a.example"),
+        );
         let mut at_alice = Group::new(id.clone(), addr("alice@a.example"), alice.public());
         at_alice.add_link(7, addr("bob@b.example"), bob.public());
         at_alice.add_link(8, addr("carol@c.example"), carol.public());
@@ -330,6 +358,41 @@ mod tests {
     }
 
     #[test]
+    fn only_the_member_who_brought_someone_in_can_drop_it() {
+        let alice = SecretKey::from_seed(&[1; 32]);
+        let bob = SecretKey::from_seed(&[2; 32]);
+        let carol = SecretKey::from_seed(&[3; 32]);
+        let id = GroupId::from_bytes(&[9; 16]);
+        let mut at_dave = Group::new(
+            id.clone(),
+            addr("dave@d.example"),
+            SecretKey::from_seed(&[4; 32]).public(),
+        );
+        at_dave.add_link(1, addr("alice@a.example"), alice.public());
+        for (who, key) in [("bob@b.example", &bob), ("carol@c.example", &carol)] {
+            at_dave.admit(addr(who), Some(key.public()), 1, addr("alice@a.example"));
+        }
+        // Bob claims Carol is gone: refused, Carol stays.
+        let mut at_bob = Group::new(id.clone(), addr("bob@b.example"), bob.public());
+        let by_bob = at_bob.change(&bob, ChangeKind::Dropped, addr("carol@c.example"), None);
+        let now = pd_proto::now_micros();
+        assert!(matches!(
+            at_dave.receive(&by_bob, now),
+            Err(PostError::Content(why)) if why.contains("only the member who brought it in")
+        ));
+        assert_eq!(at_dave.size(), 4);
+        // Alice, who brought Carol in, can.
+        let mut at_alice = Group::new(id, addr("alice@a.example"), alice.public());
+        let by_alice = at_alice.change(&alice, ChangeKind::Dropped, addr("carol@c.example"), None);
+        assert!(matches!(
+            at_dave.receive(&by_alice, now),
+            Ok(Accepted::Change(_))
+        ));
+        assert_eq!(at_dave.size(), 3);
+        assert!(!at_dave.is_member(&addr("carol@c.example")));
+    }
+
+    #[test]
     fn a_member_whose_key_was_not_checked_cannot_post() {
         let alice = SecretKey::from_seed(&[1; 32]);
         let dave = SecretKey::from_seed(&[4; 32]);
@@ -340,7 +403,7 @@ mod tests {
             addr("bob@b.example"),
             SecretKey::from_seed(&[2; 32]).public(),
         );
-        at_alice.admit(addr("dave@d.example"), None, 7);
+        at_alice.admit(addr("dave@d.example"), None, 7, addr("bob@b.example"));
         let mut at_dave = Group::new(id, addr("dave@d.example"), dave.public());
         let line = at_dave.line(&dave, "hi".into()).unwrap();
         assert!(matches!(
