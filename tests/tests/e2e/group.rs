@@ -259,6 +259,18 @@ fn a_listener_in_several_conversations_labels_group_lines_and_switches_with_to()
     with_carol.wait_stdout("bob@b.test: to carol\n");
     assert!(!dave_l.stdout().contains("to carol"));
     assert!(!with_carol.stdout().contains("to the group"));
+
+    // The forwarding member vanishes: the group ends for the others, who are told; Bob's
+    // conversation with Carol goes on.
+    hub.signal("KILL").unwrap();
+    bob_l.wait_stderr(&format!(
+        "{label} ended for you: alice@a.test was your link to it (alice@a.test disconnected"
+    ));
+    dave_l.wait_stderr(&format!(
+        "{label} ended for you: alice@a.test was your link to it"
+    ));
+    bob_l.send_line("carol, still there?").unwrap();
+    with_carol.wait_stdout("bob@b.test: carol, still there?\n");
 }
 
 #[test]
