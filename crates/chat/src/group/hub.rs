@@ -113,16 +113,13 @@ impl Hub {
 
     /// Runs a channel opened to `peer` as the next link.
     fn add_channel(&mut self, peer: &Address, channel: ClientChannel) -> LinkId {
-        self.links.next += 1;
-        let link = self.links.next;
-        let (commands, commands_rx) = mpsc::channel(64);
-        self.links.commands.insert(link, commands);
-        let (peer, events) = (peer.clone(), self.events_tx.clone());
-        self.tasks.spawn(async move {
-            let end = session::converse(channel, link, peer.clone(), commands_rx, events).await;
-            (link, peer, end)
-        });
-        link
+        spawn_link(
+            &mut self.links,
+            &mut self.tasks,
+            &self.events_tx,
+            peer,
+            channel,
+        )
     }
 
     /// Invites the peers of `opened` (first members: the others learn of them from their own
@@ -438,6 +435,26 @@ fn members_status(group: &Group, links: &Links, console: &mut Console<'_>) {
     }
 }
 
+/// Runs a channel opened to `peer` as the next link of `links`, its task in `tasks`.
+fn spawn_link(
+    links: &mut Links,
+    tasks: &mut JoinSet<(LinkId, Address, End)>,
+    events: &mpsc::Sender<Event>,
+    peer: &Address,
+    channel: ClientChannel,
+) -> LinkId {
+    links.next += 1;
+    let link = links.next;
+    let (commands, commands_rx) = mpsc::channel(64);
+    links.commands.insert(link, commands);
+    let (peer, events) = (peer.clone(), events.clone());
+    tasks.spawn(async move {
+        let end = session::converse(channel, link, peer.clone(), commands_rx, events).await;
+        (link, peer, end)
+    });
+    link
+}
+
 /// `/invite ADDRESS`: opens a channel to it as `chat connect` does, and invites it with the
 /// list of members.
 #[allow(clippy::too_many_arguments)]
@@ -479,15 +496,7 @@ async fn invite(
         group.label()
     ));
     let _ = account.contacts().record_talk(&address, now_secs());
-    links.next += 1;
-    let link = links.next;
-    let (commands, commands_rx) = mpsc::channel(64);
-    links.commands.insert(link, commands);
-    let (peer, events) = (address.clone(), events.clone());
-    tasks.spawn(async move {
-        let end = session::converse(channel, link, peer.clone(), commands_rx, events).await;
-        (link, peer, end)
-    });
+    let link = spawn_link(links, tasks, events, &address, channel);
     let mut members: Vec<Member> = group
         .roster()
         .into_iter()
@@ -645,10 +654,10 @@ async fn on_event(
                     Err(error) => console.status(describe_refusal(&error, &peer, &label)),
                 }
             }
-            other => console.status(format!(
-                "ignored an unexpected group frame from {peer} ({:?})",
-                frame_type(&other)
-            )),
+            Frame::GroupJoin { .. } | Frame::GroupDecline { .. } => {
+                console.status(format!("ignored an answer of {peer} about another group"));
+            }
+            _ => {}
         },
         // A line sent to this side alone (a peer that has not joined yet, or a client
         // speaking two-person frames): shown like a two-person message.
@@ -657,11 +666,4 @@ async fn on_event(
         Event::Opened { .. } | Event::Ended { .. } | Event::Failed { .. } => {}
     }
     Ok(())
-}
-
-fn frame_type(frame: &Frame) -> String {
-    serde_json::to_value(frame)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-        .unwrap_or_default()
 }
