@@ -213,6 +213,16 @@ impl Group {
     /// now. A change is applied (a member who left or was dropped is removed; an added one
     /// waits for [`Group::admit`]).
     pub(crate) fn receive(&mut self, frame: &Frame, now: u64) -> Result<Accepted, PostError> {
+        // This side's own posts never come back on a tree: one that does is an echo (or a
+        // replay) by a forwarder, and this side keeps no counter for itself.
+        let author = match frame {
+            Frame::GroupLine { post } => post.decode_unverified()?.author,
+            Frame::GroupMember { post } => post.decode_unverified()?.author,
+            _ => return Err(PostError::Content("not a post".into())),
+        };
+        if author == self.me {
+            return Err(PostError::Content("a post of yours came back".into()));
+        }
         let members = &self.members;
         let key_of = |author: &Address| members.get(author).and_then(|seat| seat.key);
         match frame {
@@ -349,6 +359,12 @@ mod tests {
         assert!(matches!(
             at_bob.receive(&line, now),
             Err(PostError::Replayed { .. })
+        ));
+        // Carol's own line echoed back to her is refused.
+        at_carol.add_link(3, addr("alice@a.example"), alice.public());
+        assert!(matches!(
+            at_carol.receive(&line, now),
+            Err(PostError::Content(why)) if why.contains("came back")
         ));
         assert_eq!(at_bob.size(), 3);
         let gone = at_bob.link_ended(1);
