@@ -9,7 +9,7 @@ use chat::peer::frame::Frame;
 use chat::peer::session;
 use futures::{SinkExt as _, StreamExt as _};
 use pd_e2e::{ChatHome, ChatProcess, ChatTerminal, Node, federated_pair};
-use pd_proto::group::{GroupId, GroupLine, Member};
+use pd_proto::group::{ChangeKind, GroupChange, GroupId, GroupLine, Member};
 use pd_proto::{Address, Endpoint, SecretKey, Signed};
 
 use super::{home, start_node};
@@ -324,11 +324,12 @@ fn at_a_terminal_the_prompt_names_the_group_and_its_size() {
 }
 
 #[test]
-fn a_hostile_forwarding_member_cannot_alter_replay_reorder_or_forge_lines() {
+fn a_hostile_forwarding_member_cannot_alter_replay_reorder_or_forge_lines_nor_vouch_for_a_key() {
     let nodes = pair();
     let mallory = user("mallory@a.test", &nodes.a);
     let carol = user("carol@a.test", &nodes.a);
     let bob = user("bob@b.test", &nodes.b);
+    let _dave = user("dave@b.test", &nodes.b);
     let mut bob_l = listen(&bob, &[]);
     let mut carol_l = listen(&carol, &[]);
     let (bob_port, carol_port) = (bob_l.listening_port(), carol_l.listening_port());
@@ -482,6 +483,42 @@ fn a_hostile_forwarding_member_cannot_alter_replay_reorder_or_forge_lines() {
             "{stderr}"
         );
         // Of everything forwarded, only Carol's genuine line was printed, once.
+        assert_eq!(bob_l.stdout(), "carol@a.test: second\n");
+
+        // Mallory announces Dave with a key of her own: Bob's home node vouches for
+        // another, so Dave's "lines" (signed with that key) are refused.
+        let added = Signed::sign(
+            &mallory_key,
+            &GroupChange {
+                group: group.clone(),
+                author: addr("mallory@a.test"),
+                counter: 1,
+                time: pd_proto::now_micros(),
+                change: ChangeKind::Added,
+                member: addr("dave@b.test"),
+                key: Some(mallory_key.public()),
+            },
+        );
+        to_bob
+            .send(Frame::GroupMember { post: added })
+            .await
+            .unwrap();
+        bob_l.wait_stderr("cannot check the new member dave@b.test: the key given for dave@b.test");
+        let as_dave = Signed::sign(
+            &mallory_key,
+            &GroupLine {
+                group: group.clone(),
+                author: addr("dave@b.test"),
+                counter: 1,
+                time: pd_proto::now_micros(),
+                text: "I am dave".into(),
+            },
+        );
+        to_bob
+            .send(Frame::GroupLine { post: as_dave })
+            .await
+            .unwrap();
+        bob_l.wait_stderr("dave@b.test is not a member whose key was checked");
         assert_eq!(bob_l.stdout(), "carol@a.test: second\n");
         let _ = to_bob.send(Frame::bye(None)).await;
         let _ = to_carol.send(Frame::bye(None)).await;
