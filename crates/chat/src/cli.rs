@@ -123,7 +123,8 @@ pub enum Command {
         /// first), e.g. a port forwarded on your router
         #[arg(long = "advertise", value_name = "HOST:PORT")]
         advertise: Vec<String>,
-        /// Accept only this peer (repeat for several) [default: every authenticated peer]
+        /// Accept only this peer (repeat for several), and join its group invitations at
+        /// once (others wait for /join) [default: every authenticated peer]
         #[arg(long = "allow", value_name = "ADDRESS")]
         allow: Vec<String>,
         /// How long each published presence record stays valid (republished at half)
