@@ -79,7 +79,15 @@ fn three_then_four_people_talk_in_one_conversation_through_pipes() {
     bob_l.wait_stderr("* alice@a.test invites you to a conversation with carol@a.test\n");
     bob_l.wait_stderr("* joined #");
     carol_l.wait_stderr("* alice@a.test invites you to a conversation with bob@b.test\n");
-    carol_l.wait_stderr("type /join");
+    let status = carol_l.wait_stderr("type /join");
+    // Carol checked Bob's key through her own home node, and remembers it as for two people.
+    assert!(
+        status.contains(&format!(
+            "first contact with bob@b.test: remembering its key {}",
+            bob.fingerprint()
+        )),
+        "{status}"
+    );
     carol_l.send_line("/join").unwrap();
     hub.wait_stderr("bob@b.test joined");
     hub.wait_stderr("carol@a.test joined");

@@ -634,7 +634,8 @@ async fn on_event(
                     }
                     Ok(Accepted::Change(change)) => {
                         if let (ChangeKind::Added, Some(key)) = (change.change, change.key) {
-                            let checked = check::member_key(account, &change.member, key).await;
+                            let checked =
+                                check::member_key(account, &change.member, key, console).await;
                             if let Err(why) = &checked {
                                 console.status(format!(
                                     "cannot check the new member {}: {why}; its lines will be refused",

@@ -115,7 +115,8 @@ impl Groups {
                     }
                 ));
                 for member in members.iter().filter(|m| &m.address != me) {
-                    if let Err(why) = check::member_key(account, &member.address, member.key).await
+                    if let Err(why) =
+                        check::member_key(account, &member.address, member.key, console).await
                     {
                         console.status(format!(
                             "refused the invitation of {peer} to {}: {why}",
@@ -155,7 +156,8 @@ impl Groups {
                     }
                     Ok(Accepted::Change(change)) => {
                         if let (ChangeKind::Added, Some(key)) = (change.change, change.key) {
-                            let checked = check::member_key(account, &change.member, key).await;
+                            let checked =
+                                check::member_key(account, &change.member, key, console).await;
                             if let Err(why) = &checked {
                                 console.status(format!(
                                     "cannot check the new member {}: {why}; its lines will be \
