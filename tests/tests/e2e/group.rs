@@ -11,6 +11,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use pd_e2e::{ChatHome, ChatProcess, ChatTerminal, Node, federated_pair};
 use pd_proto::group::{ChangeKind, GroupChange, GroupId, GroupLine, Member};
 use pd_proto::{Address, Endpoint, SecretKey, Signed};
+use tokio::io::AsyncWriteExt as _;
 
 use super::{home, start_node};
 
@@ -528,8 +529,38 @@ fn a_hostile_forwarding_member_cannot_alter_replay_reorder_or_forge_lines_nor_vo
             .unwrap();
         bob_l.wait_stderr("dave@b.test is not a member whose key was checked");
         assert_eq!(bob_l.stdout(), "carol@a.test: second\n");
-        let _ = to_bob.send(Frame::bye(None)).await;
         let _ = to_carol.send(Frame::bye(None)).await;
+
+        // An invitation of 17 members is outside the protocol's limits: Bob ends the
+        // conversation with a protocol error and joins nothing.
+        let mut crowd = members.clone();
+        crowd.extend((0..14u8).map(|i| Member {
+            address: addr(&format!("extra{i}@a.test")),
+            key: SecretKey::from_seed(&[i + 10; 32]).public(),
+        }));
+        assert_eq!(crowd.len(), 17);
+        let raw = serde_json::json!({
+            "type": "group-invite",
+            "group": GroupId::random(),
+            "members": crowd,
+        });
+        let body = serde_json::to_vec(&raw).unwrap();
+        let stream = to_bob.get_mut();
+        stream
+            .write_all(&u32::try_from(body.len()).unwrap().to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&body).await.unwrap();
+        stream.flush().await.unwrap();
+        match to_bob.next().await {
+            Some(Ok(Frame::Bye {
+                reason: Some(reason),
+            })) => {
+                assert!(reason.contains("at most 16"), "{reason}");
+            }
+            other => panic!("expected a goodbye naming the limit, got {other:?}"),
+        }
+        bob_l.wait_stderr("a group holds at most 16");
     });
 }
 
