@@ -2,7 +2,8 @@
 //! exactly as a two-person `chat connect` does (lookup through the home node, known peers,
 //! the handshake's key check), invites everyone, and then forwards: every post that arrives
 //! on one channel is checked and sent on unchanged on the others. `/invite` opens one more
-//! channel; a channel that ends without `left` is announced as `dropped`.
+//! channel (in a two-person `chat connect`, it hands its conversation over with
+//! [`adopt`]); a channel that ends without `left` is announced as `dropped`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
