@@ -123,7 +123,8 @@ pub enum Command {
         /// first), e.g. a port forwarded on your router
         #[arg(long = "advertise", value_name = "HOST:PORT")]
         advertise: Vec<String>,
-        /// Accept only this peer (repeat for several) [default: every authenticated peer]
+        /// Accept only this peer (repeat for several), and join its group invitations at
+        /// once (others wait for /join) [default: every authenticated peer]
         #[arg(long = "allow", value_name = "ADDRESS")]
         allow: Vec<String>,
         /// How long each published presence record stays valid (republished at half)
@@ -137,8 +138,10 @@ pub enum Command {
     /// Talk with a user: look them up, check their key, connect, send the lines you type (or
     /// pipe in) and print what they say; ends at end of input or /quit
     Connect {
-        /// The address to talk with, NAME@DOMAIN
-        address: String,
+        /// The address to talk with, NAME@DOMAIN; several (at most 15) open one group
+        /// conversation with all of them
+        #[arg(required = true, num_args = 1..)]
+        address: Vec<String>,
     },
     /// List your contacts: everyone you looked up or talked with, whose last verified
     /// lookup answer is kept for when your home node is unreachable

@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod console;
 pub mod contacts;
 pub mod error;
+mod group;
 pub mod home;
 mod output;
 pub mod peer;

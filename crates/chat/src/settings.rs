@@ -87,6 +87,8 @@ pub enum Action {
     Listen(ListenOptions),
     /// Talk with a user.
     Connect(Address),
+    /// Talk with several users in one group conversation.
+    ConnectGroup(Vec<Address>),
     /// Accept a user's current key.
     Trust {
         /// The user.
@@ -203,7 +205,7 @@ fn action(command: Command) -> Result<Action, ChatError> {
             ttl: parse_ttl(&ttl)?,
             no_console,
         }),
-        Command::Connect { address } => Action::Connect(parse_address(&address)?),
+        Command::Connect { address } => connect_action(&address)?,
         Command::Trust {
             address,
             fingerprint,
@@ -244,6 +246,33 @@ fn parse_advertise(input: &str) -> Result<Endpoint, ChatError> {
         return Err(bad("a port from 1 to 65535 is required"));
     }
     Ok(endpoint)
+}
+
+/// `chat connect` with one address (a two-person conversation) or several (a group of at
+/// most [`MAX_MEMBERS`](pd_proto::group::MAX_MEMBERS), the user included).
+fn connect_action(inputs: &[String]) -> Result<Action, ChatError> {
+    let addresses: Vec<Address> = inputs
+        .iter()
+        .map(|a| parse_address(a))
+        .collect::<Result<_, _>>()?;
+    let max = pd_proto::group::MAX_MEMBERS;
+    if addresses.len() >= max {
+        return Err(ChatError::Usage(format!(
+            "a conversation holds at most {max} members, you included: {} addresses given \
+             (at most {})",
+            addresses.len(),
+            max - 1
+        )));
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        if addresses[..i].contains(address) {
+            return Err(ChatError::Usage(format!("{address} is given twice")));
+        }
+    }
+    Ok(match <[Address; 1]>::try_from(addresses) {
+        Ok([address]) => Action::Connect(address),
+        Err(addresses) => Action::ConnectGroup(addresses),
+    })
 }
 
 fn parse_address(input: &str) -> Result<Address, ChatError> {
@@ -409,6 +438,23 @@ mod tests {
             Action::Connect(_)
         ));
         assert_eq!(settings(&["connect", "bob"]).unwrap_err().report().1, 2);
+        let many: Vec<String> = (0..16).map(|i| format!("u{i}@h.example")).collect();
+        let args = |n: usize| {
+            let mut args = vec!["connect"];
+            args.extend(many[..n].iter().map(String::as_str));
+            args
+        };
+        match settings(&args(15)).unwrap().action {
+            Action::ConnectGroup(addresses) => assert_eq!(addresses.len(), 15),
+            other => panic!("{other:?}"),
+        }
+        let refused = settings(&args(16)).unwrap_err();
+        assert_eq!(refused.report().1, 2);
+        assert!(
+            refused.to_string().contains("at most 16 members"),
+            "{refused}"
+        );
+        assert!(usage_message(&["connect", "bob@b.example", "Bob@b.example"]).contains("twice"));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::group::{self, GroupChange, GroupId, GroupLine, Member};
+use crate::signed::Signed;
+
 /// Version of the frame protocol sent in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame body, in bytes.
@@ -47,6 +50,42 @@ pub enum Frame {
         /// Why, when not simply because the user left.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// Invites the receiver into a group (section 12.6): who is in it, with the keys the
+    /// inviter checked.
+    #[serde(rename = "group-invite")]
+    GroupInvite {
+        /// Which group.
+        group: GroupId,
+        /// Every member, the inviter and the receiver included.
+        members: Vec<Member>,
+    },
+    /// Accepts an invitation.
+    #[serde(rename = "group-join")]
+    GroupJoin {
+        /// Which group.
+        group: GroupId,
+    },
+    /// Declines an invitation.
+    #[serde(rename = "group-decline")]
+    GroupDecline {
+        /// Which group.
+        group: GroupId,
+        /// Why, in words.
+        #[serde(default)]
+        reason: String,
+    },
+    /// A line of a group, signed by its author; forwarded unchanged.
+    #[serde(rename = "group-line")]
+    GroupLine {
+        /// The signed line.
+        post: Signed<GroupLine>,
+    },
+    /// A membership change, signed by the member who made it; forwarded unchanged.
+    #[serde(rename = "group-member")]
+    GroupMember {
+        /// The signed change.
+        post: Signed<GroupChange>,
     },
 }
 
@@ -127,6 +166,10 @@ impl Frame {
             Self::Bye { reason } => reason
                 .as_deref()
                 .map_or(Ok(()), |reason| check_note("reason", reason)),
+            Self::GroupInvite { members, .. } => group::check_members(members),
+            Self::GroupDecline { reason, .. } => check_note("reason", reason),
+            // A post's members are checked with its signature (group::PostOrder).
+            Self::GroupJoin { .. } | Self::GroupLine { .. } | Self::GroupMember { .. } => Ok(()),
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod address;
 pub mod admin;
 pub mod chat;
+pub mod group;
 pub mod keys;
 pub mod lookup;
 pub mod node_auth;

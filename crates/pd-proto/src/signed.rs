@@ -48,6 +48,10 @@ pub enum Purpose {
     Delete,
     /// Obtaining a lookup session token.
     Login,
+    /// A line of a group conversation, signed by its author (section 12.6).
+    GroupLine,
+    /// A change of a group's membership, signed by the member who made it (section 12.6).
+    GroupMember,
 }
 
 impl Purpose {
@@ -61,6 +65,8 @@ impl Purpose {
             Self::RotateAccept => "rotate-accept",
             Self::Delete => "delete",
             Self::Login => "login",
+            Self::GroupLine => "group-line",
+            Self::GroupMember => "group-member",
         }
     }
 }

@@ -588,3 +588,42 @@ fn host_and_endpoint_vectors_match_the_spec() {
         );
     }
 }
+
+/// The example of section 12.6: the group line's payload and signature as the spec prints
+/// them are what `pd-proto` produces for the seed `01…01`, and the signature verifies over
+/// the `group-line` signing bytes.
+#[test]
+fn group_line_example_matches_the_spec() {
+    use pd_proto::group::{GroupId, GroupLine};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../federation-spec.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let section = &text[text.find("### 12.6").expect("spec has no section 12.6")..];
+    // The example block: its lines are `payload   …`, `signing   …`, `signature …`.
+    let section = &section[section.find("\npayload   ").expect("no example in 12.6") + 1..];
+    let field = |name: &str| {
+        section
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap_or_else(|| panic!("section 12.6 has no {name:?} line"))
+            .trim()
+            .to_owned()
+    };
+    let (payload, signature) = (field("payload "), field("signature "));
+    let key = SecretKey::from_seed(&[1; 32]);
+    let author = Address::parse("bob@b.example").unwrap();
+    let post = Signed::sign(
+        &key,
+        &GroupLine {
+            group: GroupId::from_bytes(&[7; 16]),
+            author: author.clone(),
+            counter: 1,
+            time: 1_790_000_000_000_000,
+            text: "hi".into(),
+        },
+    );
+    assert_eq!(std::str::from_utf8(post.payload()).unwrap(), payload);
+    assert_eq!(post.signature().to_string(), signature);
+    let bytes = signing_bytes(Purpose::GroupLine, &author, payload.as_bytes());
+    let published: Signature = signature.parse().unwrap();
+    key.public().verify(&bytes, &published).unwrap();
+}

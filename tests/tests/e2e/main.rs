@@ -8,6 +8,7 @@ mod console;
 mod contacts;
 mod crash;
 mod durability;
+mod group;
 mod invite;
 mod messages;
 mod p2p;

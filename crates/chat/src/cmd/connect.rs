@@ -19,13 +19,14 @@ use crate::console::{
 };
 use crate::contacts::age;
 use crate::error::ChatError;
+use crate::group;
 use crate::peer::PeerError;
 use crate::peer::cert::IdentityCert;
 use crate::peer::frame::check_text;
 use crate::peer::known::{KeyCheck, KnownPeers};
 use crate::peer::session::{self, Channel, Command, End, Event};
 
-type ClientChannel = Channel<tokio_rustls::client::TlsStream<TcpStream>>;
+pub(crate) type ClientChannel = Channel<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Checks the key the home node vouches for (or the stored answer holds) against the one
 /// remembered for `peer`, before connecting: a changed key with no signed rotation is
@@ -128,8 +129,14 @@ pub(crate) async fn connect(
     )?;
     let (commands, commands_rx) = mpsc::channel(64);
     let (events_tx, mut events) = mpsc::channel(256);
-    let conversation = session::converse(channel, 1, peer.clone(), commands_rx, events_tx);
-    tokio::pin!(conversation);
+    // Boxed, and a sender kept, so that `/invite` can hand the conversation to a group.
+    let mut conversation = Box::pin(session::converse(
+        channel,
+        1,
+        peer.clone(),
+        commands_rx,
+        events_tx.clone(),
+    ));
     // Once the user leaves, the goodbye has LEAVE_TIMEOUT; a second signal leaves at once.
     let mut leaving: Option<Instant> = None;
     let end = loop {
@@ -159,10 +166,45 @@ pub(crate) async fn connect(
                         console.status(HELP);
                         None
                     }
-                    Line::List | Line::To(_) => {
+                    Line::List | Line::To(_) | Line::Join | Line::Decline => {
                         console.status(
-                            "chat connect holds one conversation; /list and /to are for chat listen",
+                            "chat connect holds one conversation; /list, /to, /join and /decline \
+                             are for chat listen",
                         );
+                        None
+                    }
+                    Line::Leave => Some(Leave::User),
+                    Line::Invite(address) => {
+                        let opened =
+                            group::hub::open_invitee(&account, &identity, &peer, &address, &mut console)
+                                .await;
+                        if let Some((channel, invitee_key)) = opened {
+                            let first = group::hub::Adopted {
+                                peer,
+                                key,
+                                conversation,
+                                commands,
+                                events,
+                                events_tx,
+                            };
+                            let invitee = (address, channel, invitee_key);
+                            return group::hub::adopt(
+                                &account,
+                                &identity,
+                                &mut console,
+                                &mut signals,
+                                first,
+                                invitee,
+                            )
+                            .await;
+                        }
+                        None
+                    }
+                    Line::Members => {
+                        console.status(format!(
+                            "a two-person conversation: {peer} ({}) and you",
+                            key.fingerprint()
+                        ));
                         None
                     }
                     Line::Invalid(why) => {
@@ -236,7 +278,7 @@ pub(crate) async fn connect(
 /// checks its key, and opens the channel to the first endpoint that answers. A cached answer
 /// may name endpoints the user no longer listens on: when it leads nowhere, the user's home
 /// node is asked again, once.
-async fn open(
+pub(crate) async fn open(
     account: &Account,
     peer: &Address,
     identity: &IdentityCert,

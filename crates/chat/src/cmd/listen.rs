@@ -25,6 +25,7 @@ use crate::console::{
 };
 use crate::contacts::age;
 use crate::error::{ChatError, EXIT_HOME_UNREACHABLE, EXIT_REMOTE_UNREACHABLE};
+use crate::group::joined::Groups;
 use crate::output::rfc3339;
 use crate::peer::PeerError;
 use crate::peer::cert::{IdentityCert, PeerCert};
@@ -58,6 +59,8 @@ struct Conversations {
     console: bool,
     /// Set once the listener is leaving: no more "now talking to" lines.
     leaving: bool,
+    /// The group invitations and groups carried by the conversations.
+    groups: Groups,
 }
 
 impl Conversations {
@@ -116,7 +119,8 @@ impl Conversations {
 
     /// Shows the current conversation in the prompt and offers the open ones to `/to`.
     fn show(&self, console: &Console<'_>) {
-        console.set_prompt(prompt(self.current().map(|c| &c.peer)));
+        let group = self.current.and_then(|id| self.groups.prompt(id));
+        console.set_prompt(group.unwrap_or_else(|| prompt(self.current().map(|c| &c.peer))));
         console.set_peers(self.open.iter().map(|c| c.peer.to_string()).collect());
     }
 }
@@ -264,7 +268,7 @@ pub(crate) async fn listen(
                 }
             },
             Some(event) = events.recv() => {
-                handle_event(event, &mut conversations, &mut console).await?;
+                handle_event(event, &mut conversations, &account, &allow, &mut console).await?;
             }
             Some(_) = tasks.join_next() => {}
             input = console.next_input() => match input {
@@ -275,7 +279,30 @@ pub(crate) async fn listen(
                     Line::Invalid(why) => console.status(why),
                     Line::List => list(&conversations, &mut console),
                     Line::To(address) => conversations.switch(&address, &mut console),
-                    Line::Text(text) => send_text(&conversations, text, &mut console),
+                    Line::Text(text) => match conversations.current {
+                        Some(id) if conversations.groups.is_group(id) => {
+                            conversations.groups.send(&account, id, text, &mut console);
+                        }
+                        _ => send_text(&conversations, text, &mut console),
+                    },
+                    Line::Members => match conversations.current {
+                        Some(id) => conversations.groups.members(id, &mut console),
+                        None => console.status("no conversation open"),
+                    },
+                    Line::Leave => match conversations.current {
+                        Some(id) => conversations.groups.leave(&account, id, &mut console),
+                        None => console.status("no conversation open"),
+                    },
+                    Line::Join => {
+                        if let Some(id) = conversations.groups.join(&account, &mut console) {
+                            conversations.current = Some(id);
+                            conversations.show(&console);
+                        }
+                    }
+                    Line::Decline => conversations.groups.decline(&mut console),
+                    Line::Invite(_) => console.status(
+                        "chat listen does not invite; start a group with chat connect ADDRESS ADDRESS",
+                    ),
                 },
                 Input::Unusable(why) => console.status(format!("not sent: {why}")),
                 Input::End => break Leave::User("end of input"),
@@ -322,6 +349,7 @@ pub(crate) async fn listen(
         conversations.open.len()
     ));
     conversations.leaving = true;
+    conversations.groups.leave_all(&account);
     for conversation in &conversations.open {
         let _ = conversation.commands.try_send(Command::Bye(None));
     }
@@ -345,7 +373,9 @@ pub(crate) async fn listen(
                 Some(Event::Opened { commands, .. }) => {
                     let _ = commands.try_send(Command::Bye(Some("leaving".into())));
                 }
-                Some(event) => handle_event(event, &mut conversations, &mut console).await?,
+                Some(event) => {
+                    handle_event(event, &mut conversations, &account, &allow, &mut console).await?
+                }
                 None => goodbyes_done = true,
             },
             result = &mut withdrawal, if withdrawn.is_none() => withdrawn = Some(result),
@@ -403,6 +433,8 @@ fn interrupted(signal: Signal, what: String) -> ChatError {
 async fn handle_event(
     event: Event,
     conversations: &mut Conversations,
+    account: &Account,
+    allow: &[Address],
     console: &mut Console<'_>,
 ) -> Result<(), ChatError> {
     match event {
@@ -422,7 +454,33 @@ async fn handle_event(
         Event::Message(message) => console.message(&message.peer, &message.text).await?,
         Event::Ended { id, peer, end } => {
             console.status(end.describe(&peer));
+            conversations.groups.ended(id, &end, console);
             conversations.remove(id, console);
+        }
+        Event::Group { id, peer, frame } => {
+            let commands = conversations
+                .open
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.commands.clone());
+            let labelled = conversations.open.len() > 1;
+            let joined = conversations
+                .groups
+                .on_frame(
+                    account,
+                    allow,
+                    id,
+                    &peer,
+                    frame,
+                    commands.as_ref(),
+                    labelled,
+                    console,
+                )
+                .await?;
+            if let Some(id) = joined {
+                conversations.current = Some(id);
+            }
+            conversations.show(console);
         }
         Event::Failed { from, failure, .. } => console.status(failure.describe(from)),
         Event::Notice(text) => console.status(text),
@@ -439,10 +497,14 @@ fn list(conversations: &Conversations, console: &mut Console<'_>) {
         .open
         .iter()
         .map(|c| {
+            let name = conversations
+                .groups
+                .describe(c.id)
+                .unwrap_or_else(|| c.peer.to_string());
             if Some(c.id) == conversations.current {
-                format!("{} (current)", c.peer)
+                format!("{name} (current)")
             } else {
-                c.peer.to_string()
+                name
             }
         })
         .collect();

@@ -10,7 +10,7 @@ use crate::error::ChatError;
 use crate::settings::{Action, Settings};
 
 mod completions;
-mod connect;
+pub(crate) mod connect;
 mod contacts;
 mod delete_account;
 mod export_cert;
@@ -55,6 +55,9 @@ pub async fn run(settings: Settings, out: &mut dyn Write) -> Result<(), ChatErro
         }
         Action::Connect(address) => {
             connect::connect(Account::open(home, ca_file)?, address, out).await
+        }
+        Action::ConnectGroup(addresses) => {
+            crate::group::hub::connect(Account::open(home, ca_file)?, addresses, out).await
         }
         Action::Trust {
             address,

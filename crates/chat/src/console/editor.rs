@@ -370,9 +370,13 @@ mod tests {
         let peers = vec!["alice@a.test".to_owned(), "carol@a.test".to_owned()];
         assert_eq!(
             values(&suggest(commands, &peers, "/l", 2)),
-            [("/list", 0, 2)]
+            [("/leave", 0, 2), ("/list", 0, 2)]
         );
-        assert_eq!(values(&suggest(commands, &peers, "/", 1)).len(), 4);
+        assert_eq!(
+            values(&suggest(commands, &peers, "/j", 2)),
+            [("/join", 0, 2)]
+        );
+        assert_eq!(values(&suggest(commands, &peers, "/", 1)).len(), 8);
         assert_eq!(
             values(&suggest(commands, &peers, "/to c", 5)),
             [("carol@a.test", 4, 5)]

@@ -41,6 +41,16 @@ pub enum Line {
     To(Address),
     /// Leave.
     Quit,
+    /// Invite this address into the current conversation (making it a group).
+    Invite(Address),
+    /// List the members of the current group.
+    Members,
+    /// Leave the current group (the others continue).
+    Leave,
+    /// Join the group of the last invitation.
+    Join,
+    /// Decline the last invitation.
+    Decline,
     /// Show the commands.
     Help,
     /// A command with a problem, explained.
@@ -49,12 +59,22 @@ pub enum Line {
 
 /// The help text of the line commands.
 pub const HELP: &str = "commands: /list (conversations), /to ADDRESS (switch the current \
-    conversation), /quit (leave); start a line with // to send a line beginning with /";
+    conversation), /quit (leave); in a group: /members, /leave, and /join or /decline an \
+    invitation; start a line with // to send a line beginning with /";
+
+/// The help text of `chat connect` with several addresses (a group).
+pub const GROUP_HELP: &str = "commands: /invite ADDRESS (add someone), /members (who is in \
+    the conversation, with fingerprints), /leave or /quit (leave; the others continue); \
+    start a line with // to send a line beginning with /";
 
 /// The commands `chat listen` completes.
-pub const LISTEN_COMMANDS: &[&str] = &["/help", "/list", "/quit", "/to"];
+pub const LISTEN_COMMANDS: &[&str] = &[
+    "/decline", "/help", "/join", "/leave", "/list", "/members", "/quit", "/to",
+];
 /// The commands `chat connect` completes.
-pub const CONNECT_COMMANDS: &[&str] = &["/help", "/quit"];
+pub const CONNECT_COMMANDS: &[&str] = &["/help", "/invite", "/members", "/quit"];
+/// The commands `chat connect` with several addresses completes.
+pub const GROUP_COMMANDS: &[&str] = &["/help", "/invite", "/leave", "/members", "/quit"];
 
 /// Reads one typed line.
 pub fn parse_line(line: &str) -> Line {
@@ -78,6 +98,15 @@ pub fn parse_line(line: &str) -> Line {
             Err(e) => Line::Invalid(format!("/to: {e}")),
         },
         (Some("to"), _, _) => Line::Invalid("usage: /to ADDRESS".into()),
+        (Some("invite"), Some(address), None) => match Address::parse(address) {
+            Ok(address) => Line::Invite(address),
+            Err(e) => Line::Invalid(format!("/invite: {e}")),
+        },
+        (Some("invite"), _, _) => Line::Invalid("usage: /invite ADDRESS".into()),
+        (Some("members" | "who"), None, _) => Line::Members,
+        (Some("leave"), None, _) => Line::Leave,
+        (Some("join"), None, _) => Line::Join,
+        (Some("decline"), None, _) => Line::Decline,
         _ => Line::Invalid(format!(
             "unknown command {:?} (type /help)",
             line.split_whitespace().next().unwrap_or(line)
@@ -317,6 +346,28 @@ impl<'a> Console<'a> {
             }
         }
         self.emit(Out::Message(format!("{peer}: {text}")))
+    }
+
+    /// Prints a line of a group: `ADDRESS: TEXT` like a two-person message, or with the
+    /// group's `label` in front (`#abc123 ADDRESS: TEXT`) when the process holds more than
+    /// one conversation.
+    pub async fn group_message(
+        &mut self,
+        label: Option<&str>,
+        author: &Address,
+        text: &str,
+    ) -> Result<(), ChatError> {
+        match label {
+            None => self.message(author, text).await,
+            Some(label) => {
+                if let Source::Editor(editor) = &self.source {
+                    while editor.is_backed_up() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                self.emit(Out::Message(format!("{label} {author}: {text}")))
+            }
+        }
     }
 
     /// Prints a status line (on stderr, or above the input line).

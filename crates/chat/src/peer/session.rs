@@ -50,6 +50,8 @@ pub enum Command {
     Send(String),
     /// Say goodbye and close.
     Bye(Option<String>),
+    /// Send a group frame (section 12.6).
+    Frame(Frame),
 }
 
 /// How a conversation ended.
@@ -120,6 +122,15 @@ pub enum Event {
     },
     /// A message arrived.
     Message(Incoming),
+    /// A group frame arrived (section 12.6); the group logic checks it.
+    Group {
+        /// Which conversation.
+        id: u64,
+        /// From whom (the checked address of the channel's peer).
+        peer: Address,
+        /// The frame.
+        frame: Frame,
+    },
     /// A conversation ended.
     Ended {
         /// Which conversation.
@@ -442,6 +453,11 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Msg { .. } => "msg",
         Frame::Ping => "ping",
         Frame::Bye { .. } => "bye",
+        Frame::GroupInvite { .. } => "group-invite",
+        Frame::GroupJoin { .. } => "group-join",
+        Frame::GroupDecline { .. } => "group-decline",
+        Frame::GroupLine { .. } => "group-line",
+        Frame::GroupMember { .. } => "group-member",
     }
 }
 
@@ -502,6 +518,19 @@ where
                         }
                     }
                     Some(Ok(Frame::Ping)) => {}
+                    Some(Ok(
+                        frame @ (Frame::GroupInvite { .. }
+                        | Frame::GroupJoin { .. }
+                        | Frame::GroupDecline { .. }
+                        | Frame::GroupLine { .. }
+                        | Frame::GroupMember { .. }),
+                    )) => {
+                        let group = Event::Group { id, peer: peer.clone(), frame };
+                        if events.send(group).await.is_err() {
+                            close(&mut channel, Some(Frame::bye(None))).await;
+                            return End::Left;
+                        }
+                    }
                     Some(Ok(Frame::Bye { reason })) => {
                         let _ = timeout(WRITE_TIMEOUT, channel.get_mut().shutdown()).await;
                         return End::Bye(reason);
@@ -520,6 +549,12 @@ where
             command = commands.recv() => match command {
                 Some(Command::Send(text)) => {
                     if let Err(why) = send(&mut channel, Frame::Msg { text }).await {
+                        return End::Disconnected(why);
+                    }
+                    said = Instant::now();
+                }
+                Some(Command::Frame(frame)) => {
+                    if let Err(why) = send(&mut channel, frame).await {
                         return End::Disconnected(why);
                     }
                     said = Instant::now();
