@@ -219,6 +219,28 @@ fn an_invite_turns_a_two_person_conversation_into_a_group() {
 }
 
 #[test]
+fn a_group_whose_last_other_member_vanished_ends_as_a_broken_conversation() {
+    let nodes = pair();
+    let alice = user("alice@a.test", &nodes.a);
+    let carol = user("carol@a.test", &nodes.a);
+    let bob = user("bob@b.test", &nodes.b);
+    let mut bob_l = listen(&bob, &["--allow", "alice@a.test"]);
+    let mut carol_l = listen(&carol, &["--allow", "alice@a.test"]);
+    let hub = ChatProcess::start(&alice, &["connect", "bob@b.test", "carol@a.test"]).unwrap();
+    hub.wait_stderr("bob@b.test joined");
+    hub.wait_stderr("carol@a.test joined");
+
+    // Carol leaves cleanly, Bob vanishes: Alice's conversation broke (exit 15), as a
+    // two-person one does when its peer vanishes.
+    carol_l.send_line("/leave").unwrap();
+    hub.wait_stderr("carol@a.test left #");
+    bob_l.signal("KILL").unwrap();
+    let out = hub.wait();
+    assert_eq!(out.code, 15, "{out:#?}");
+    assert!(out.stderr.contains("nobody else is left in #"), "{out:#?}");
+}
+
+#[test]
 fn a_listener_in_several_conversations_labels_group_lines_and_switches_with_to() {
     let nodes = pair();
     let alice = user("alice@a.test", &nodes.a);

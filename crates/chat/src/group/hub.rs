@@ -308,10 +308,21 @@ async fn run(
     let label = group.label();
     let me = account.address().clone();
     let mut leaving: Option<Instant> = None;
+    // How the most recent channel ended when it broke (no goodbye): if it was the last
+    // one, the conversation ends as a broken two-person one does (exit 15).
+    let mut last_broke: Option<String> = None;
     loop {
         if leaving.is_none() && links.commands.is_empty() {
+            console.stop_input();
+            tasks.shutdown().await;
+            if let Some(line) = last_broke {
+                return Err(
+                    PeerError::Ended(format!("{line}; nobody else is left in {label}")).into(),
+                );
+            }
             console.status(format!("nobody else is left in {label}"));
-            break;
+            console.status(format!("left the conversation {label}"));
+            return Ok(());
         }
         let leave = tokio::select! {
             Some(ended) = tasks.join_next() => {
@@ -321,6 +332,7 @@ async fn run(
                     while let Ok(event) = events.try_recv() {
                         on_event(account, &mut group, &mut links, event, console).await?;
                     }
+                    last_broke = (!matches!(end, End::Left | End::Bye(_))).then(|| end.describe(&peer));
                     link_ended(account, &mut group, &mut links, link, &peer, &end, console);
                     if leaving.is_some() && tasks.is_empty() {
                         break;
