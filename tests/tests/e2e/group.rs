@@ -8,43 +8,12 @@ use chat::peer::cert::IdentityCert;
 use chat::peer::frame::Frame;
 use chat::peer::session;
 use futures::{SinkExt as _, StreamExt as _};
-use pd_e2e::{ChatHome, ChatProcess, ChatTerminal, Node, federated_pair};
+use pd_e2e::{ChatHome, ChatProcess, ChatTerminal};
 use pd_proto::group::{ChangeKind, GroupChange, GroupId, GroupLine, Member};
 use pd_proto::{Address, Endpoint, SecretKey, Signed};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{home, start_node};
-
-struct Pair {
-    a: Node,
-    b: Node,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-fn pair() -> Pair {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = federated_pair((da.path(), "a.test"), (db.path(), "b.test"))
-        .expect("failed to start two federated nodes");
-    Pair {
-        a,
-        b,
-        _dirs: (da, db),
-    }
-}
-
-fn user(address: &str, node: &Node) -> ChatHome {
-    let home = home();
-    home.register(address, node);
-    home
-}
-
-fn listen(home: &ChatHome, extra: &[&str]) -> ChatProcess {
-    let mut args = vec!["listen", "--bind", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let process = ChatProcess::start(home, &args).expect("failed to start chat listen");
-    process.wait_stderr("; published");
-    process
-}
+use super::{listen, pair, start_node, user};
 
 fn key_of(home: &ChatHome) -> SecretKey {
     let text = std::fs::read_to_string(home.path().join("identity.key")).unwrap();
@@ -224,7 +193,7 @@ fn a_group_whose_last_other_member_vanished_ends_as_a_broken_conversation() {
     let alice = user("alice@a.test", &nodes.a);
     let carol = user("carol@a.test", &nodes.a);
     let bob = user("bob@b.test", &nodes.b);
-    let mut bob_l = listen(&bob, &["--allow", "alice@a.test"]);
+    let bob_l = listen(&bob, &["--allow", "alice@a.test"]);
     let mut carol_l = listen(&carol, &["--allow", "alice@a.test"]);
     let hub = ChatProcess::start(&alice, &["connect", "bob@b.test", "carol@a.test"]).unwrap();
     hub.wait_stderr("bob@b.test joined");
@@ -235,6 +204,7 @@ fn a_group_whose_last_other_member_vanished_ends_as_a_broken_conversation() {
     carol_l.send_line("/leave").unwrap();
     hub.wait_stderr("carol@a.test left #");
     bob_l.signal("KILL").unwrap();
+    hub.wait_stderr("nobody else is left in #");
     let out = hub.wait();
     assert_eq!(out.code, 15, "{out:#?}");
     assert!(out.stderr.contains("nobody else is left in #"), "{out:#?}");

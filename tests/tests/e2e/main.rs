@@ -15,7 +15,7 @@ mod p2p;
 mod readme;
 mod tls;
 
-use pd_e2e::{ChatHome, Node};
+use pd_e2e::{ChatHome, ChatProcess, Node, federated_pair};
 
 /// A node for `localhost` with its data directory (kept for restarts).
 fn start_node() -> (Node, tempfile::TempDir) {
@@ -47,4 +47,39 @@ fn endpoints(lookup: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Two federated nodes and their data directories.
+pub(crate) struct Pair {
+    pub(crate) a: Node,
+    pub(crate) b: Node,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// Two federated nodes, `a.test` and `b.test`.
+pub(crate) fn pair() -> Pair {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = federated_pair((da.path(), "a.test"), (db.path(), "b.test"))
+        .expect("failed to start two federated nodes");
+    Pair {
+        a,
+        b,
+        _dirs: (da, db),
+    }
+}
+
+/// A chat home with `address` registered at `node`.
+pub(crate) fn user(address: &str, node: &Node) -> ChatHome {
+    let home = home();
+    home.register(address, node);
+    home
+}
+
+/// `chat listen` on a loopback port with `extra` arguments, once it has published.
+pub(crate) fn listen(home: &ChatHome, extra: &[&str]) -> ChatProcess {
+    let mut args = vec!["listen", "--bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let process = ChatProcess::start(home, &args).expect("failed to start chat listen");
+    process.wait_stderr("; published");
+    process
 }

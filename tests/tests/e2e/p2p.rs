@@ -10,43 +10,11 @@ use chat::peer::cert::IdentityCert;
 use chat::peer::frame::Frame;
 use chat::peer::session;
 use futures::StreamExt as _;
-use pd_e2e::{ChatHome, ChatProcess, Node, federated_pair};
+use pd_e2e::{ChatHome, ChatProcess};
 use pd_proto::{Address, Endpoint, PublicKey, SecretKey};
 use tokio::io::AsyncWriteExt as _;
 
-use super::home;
-
-/// Two federated nodes and their data directories.
-struct Pair {
-    a: Node,
-    b: Node,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-fn pair() -> Pair {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = federated_pair((da.path(), "a.test"), (db.path(), "b.test"))
-        .expect("failed to start two federated nodes");
-    Pair {
-        a,
-        b,
-        _dirs: (da, db),
-    }
-}
-
-fn user(address: &str, node: &Node) -> ChatHome {
-    let home = home();
-    home.register(address, node);
-    home
-}
-
-fn listen(home: &ChatHome, extra: &[&str]) -> ChatProcess {
-    let mut args = vec!["listen", "--bind", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let process = ChatProcess::start(home, &args).expect("failed to start chat listen");
-    process.wait_stderr("; published");
-    process
-}
+use super::{Pair, listen, pair, user};
 
 fn connect(home: &ChatHome, address: &str) -> ChatProcess {
     let process =
