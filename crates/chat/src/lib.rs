@@ -13,6 +13,7 @@ pub mod error;
 pub mod home;
 mod output;
 pub mod peer;
+mod relay;
 pub mod seq;
 pub mod settings;
 
