@@ -12,6 +12,7 @@ mod invite;
 mod messages;
 mod p2p;
 mod readme;
+mod relay;
 mod tls;
 
 use pd_e2e::{ChatHome, Node};

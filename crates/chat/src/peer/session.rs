@@ -144,9 +144,9 @@ pub enum Event {
 
 /// Any byte stream a channel can run over: a TCP connection, or a connection upgraded by a
 /// relay (`crate::peer::relay`).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> Io for T {}
 
 /// A boxed [`Io`], so that a connecting side holds one channel type whatever the path.
 pub type BoxIo = Box<dyn Io>;
