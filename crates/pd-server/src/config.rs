@@ -256,7 +256,8 @@ pub struct RelayConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// How long a connecting peer waits for the listener to take the conversation (its
-    /// `accept` request) before it is answered 504 `remote-unreachable`. Default: "5s".
+    /// `accept` request) before it is answered 504 `remote-unreachable`; at most four
+    /// fifths of `limits.request_timeout` are used. Default: "5s".
     #[serde(with = "humantime_serde")]
     pub accept_timeout: Duration,
     /// Relay connection requests (`GET /v1/relay/{address}`) a second per client IP.
@@ -848,6 +849,11 @@ mod tests {
         assert_eq!(c.server_key_reload, Duration::from_secs(10));
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
         assert_eq!(c.cache.max_accounts, 100_000);
+        assert!(c.relay.enabled);
+        assert_eq!(c.relay.max_slots_per_user, 2);
+        assert_eq!(c.relay.max_conversations_per_user, 16);
+        assert_eq!(c.relay.bytes_per_second, 1024 * 1024);
+        assert_eq!(c.relay.idle_timeout, Duration::from_secs(300));
         assert!(c.tls.is_none());
         assert!(!c.store_spec().is_shared());
     }

@@ -264,15 +264,15 @@ fn relay_limits_and_bad_requests_are_refused_with_problems() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_with_config(
         dir.path(),
-        "[relay]\nmax_conversations_per_user = 1\nmax_slots_per_user = 1\n",
+        "admin_listen = \"127.0.0.1:0\"\n[relay]\nmax_conversations_per_user = 1\nmax_slots_per_user = 1\n",
     );
     let alice = user("alice@localhost", &node);
     let carol = user("carol@localhost", &node);
     let bob = user("bob@localhost", &node);
     let listener = listen_behind_nat(&bob, &[]);
     let mut talker = connect_via_relay(&alice, "bob@localhost");
-    talker.send_line("one").unwrap();
-    listener.wait_stdout("alice@localhost: one\n");
+    talker.send_line("xyzzy plugh").unwrap();
+    listener.wait_stdout("alice@localhost: xyzzy plugh\n");
 
     // A second relayed conversation for bob is over his limit: carol is told why.
     let out = carol.run_with_input(&["connect", "bob@localhost"], "two\n");
@@ -326,6 +326,27 @@ fn relay_limits_and_bad_requests_are_refused_with_problems() {
             "pd_relay_refusals_total{reason=\"user_conversations\"}"
         ) >= 1.0
     );
+
+    // The admin page lists the slot and the conversation: addresses and bytes, no content.
+    let log = node.log();
+    let admin = log
+        .split("admin.addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the node names its admin address")
+        .to_owned();
+    let page = reqwest::blocking_get(&format!("http://{admin}/relay"));
+    assert!(page.contains("<h1>Relay</h1>"), "{page}");
+    assert_eq!(page.matches(r#"<tr class="slot">"#).count(), 1, "{page}");
+    assert_eq!(
+        page.matches(r#"<tr class="conversation">"#).count(),
+        1,
+        "{page}"
+    );
+    assert!(page.contains("bob@localhost"), "{page}");
+    assert!(!page.contains("xyzzy"), "never the content: {page}");
+    let json = reqwest::blocking_get(&format!("http://{admin}/admin/relay"));
+    assert!(json.contains(r#""address":"bob@localhost""#), "{json}");
 
     // The first conversation was not disturbed.
     talker.send_line("still here").unwrap();

@@ -225,7 +225,12 @@ pub(crate) async fn connect(
         }
         Err(refusal) => return Err(refusal.into()),
     };
-    let listener = match tokio::time::timeout(relay.config.accept_timeout, taken).await {
+    // The wait ends before the request timeout, so the answer is this relay's own.
+    let wait = relay
+        .config
+        .accept_timeout
+        .min(state.config.limits.request_timeout.mul_f32(0.8));
+    let listener = match tokio::time::timeout(wait, taken).await {
         Ok(Ok(listener)) => listener,
         _ => return Err(relay.refused(Refusal::NotTaken(address)).into()),
     };
