@@ -665,8 +665,8 @@ impl Config {
         if relay.idle_timeout < Duration::from_secs(60) {
             return bad("relay.idle_timeout must be at least 60s (peers ping every 15 s)");
         }
-        if relay.accept_timeout.is_zero() || relay.accept_timeout >= limits.request_timeout {
-            return bad("relay.accept_timeout must be above zero and below limits.request_timeout");
+        if relay.accept_timeout.is_zero() {
+            return bad("relay.accept_timeout must be above zero");
         }
         if relay.connects_per_second == 0 || relay.connect_burst == 0 {
             return bad("relay.connects_per_second and relay.connect_burst must be at least 1");
