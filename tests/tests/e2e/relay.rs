@@ -356,7 +356,10 @@ fn relay_limits_and_bad_requests_are_refused_with_problems() {
 #[test]
 fn a_node_without_relay_says_so_and_its_users_publish_no_relay_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node_with_config(dir.path(), "[relay]\nenabled = false\n");
+    let node = node_with_config(
+        dir.path(),
+        "[relay]\nenabled = false\nconnects_per_second = 1\nconnect_burst = 2\n",
+    );
     let bob = user("bob@localhost", &node);
     let well_known = reqwest::blocking_get(&format!("{}/.well-known/pd", node.url()));
     assert!(well_known.contains("\"relay\":false"), "{well_known}");
@@ -389,6 +392,62 @@ fn a_node_without_relay_says_so_and_its_users_publish_no_relay_endpoint() {
         answer.contains("this node does not offer a relay"),
         "{answer}"
     );
+    // Relay requests are rate limited per client address (a burst of 2 here).
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| reqwest::get(&format!("{}/v1/relay/bob@localhost", node.url()), &upgrade).0)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn the_relay_works_over_the_nodes_https_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let tls = pd_e2e::Tls {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&tls.cert, certified.cert.pem()).unwrap();
+    std::fs::write(&tls.key, certified.key_pair.serialize_pem()).unwrap();
+    let node = Node::start_tls(&dir.path().join("data"), "localhost", tls.clone())
+        .expect("failed to start pd-server with TLS");
+    let ca = tls.cert.to_str().unwrap();
+    let register = |address: &str| {
+        let home = home();
+        home.run(&[
+            "register",
+            address,
+            "--server",
+            &node.url(),
+            "--ca-file",
+            ca,
+        ])
+        .success();
+        home
+    };
+    let alice = register("alice@localhost");
+    let bob = register("bob@localhost");
+    let mut listener =
+        ChatProcess::start(&bob, &["listen", "--bind", "127.0.0.1:0", "--relay-only"]).unwrap();
+    listener.wait_stderr("holding a relay slot on the relay of localhost");
+    let lookup = alice
+        .run(&["lookup", "bob@localhost", "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        super::endpoints(&lookup),
+        [format!("relay+https://localhost:{}/", node.addr().port())],
+        "{lookup}"
+    );
+    let mut talker =
+        ChatProcess::start(&alice, &["connect", "bob@localhost"]).expect("failed to connect");
+    talker.wait_stderr("connected to bob@localhost via the relay of localhost");
+    talker.send_line("over https").unwrap();
+    listener.wait_stdout("alice@localhost: over https\n");
+    listener.send_line("and back").unwrap();
+    talker.wait_stdout("bob@localhost: and back\n");
+    let out = talker.wait();
+    assert_eq!(out.code, 0, "{out:#?}");
 }
 
 /// A relay in front of `upstream` that passes everything through, except that on each
