@@ -702,6 +702,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_upgraded_connection_leaves_the_idle_timeout_but_stays_counted() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let switch = IdleSwitch::default();
+        let caps = ConnectionLimits::new(&limits(4, 4), &[], true).with_idle_switch(switch.clone());
+        let peer: SocketAddr = "192.0.2.9:5555".parse().unwrap();
+        let (mut client, server) = tokio::io::duplex(64);
+        let permit = caps.admit_from(peer).unwrap();
+        let mut guarded = Guarded::new(server, Duration::from_secs(10), permit);
+        assert!(switch.exempt(peer));
+        assert!(!switch.exempt("192.0.2.9:5556".parse().unwrap()));
+        let mut buf = [0u8; 8];
+        let silent = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
+        assert!(silent.is_err(), "no idle timeout after the upgrade");
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(guarded.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(caps.open(), 1);
+        drop(guarded);
+        assert_eq!(caps.open(), 0);
+        assert!(!switch.exempt(peer), "forgotten with the connection");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_idle_connection_times_out_and_progress_keeps_it_open() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let caps = ConnectionLimits::new(&limits(4, 4), &[], true);
