@@ -1,7 +1,7 @@
 //! The relay (`federation-spec.md` section 13): the slots that listeners behind NAT hold on
 //! this node, the conversations waiting for a listener, the spliced conversations, and
-//! their limits. The HTTP side is in [`http`], the byte copying in [`splice`], the slot's
-//! control connection in [`slot`].
+//! their limits. The HTTP side is in `http`, the byte copying in `splice`, the slot's
+//! control connection in `slot`.
 //!
 //! The relay never sees the content of a conversation: the two peers run the TLS channel
 //! of section 12 end to end over the spliced streams, and the relay copies ciphertext.
