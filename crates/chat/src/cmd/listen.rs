@@ -3,7 +3,9 @@
 //! each connecting peer's claimed address through the home node (or, while the home node
 //! cannot be reached, against the answer stored for it in the contacts), holds several
 //! conversations at once, and on leaving says goodbye to every peer and withdraws the record
-//! within one bounded time.
+//! within one bounded time. When the home node offers a relay, it also publishes the relay
+//! endpoint and holds a slot there (`crate::relay`); conversations taken through the relay
+//! are accepted like TCP connections, with the same checks.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
