@@ -183,6 +183,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_silent_conversation_ends_after_the_idle_timeout_and_traffic_keeps_it() {
+        let s = splice(1 << 30, 1 << 30);
+        let (mut a, a_relay) = tokio::io::duplex(1024);
+        let (mut b, b_relay) = tokio::io::duplex(1024);
+        let (_stop, stopped) = watch::channel(false);
+        let started = Instant::now();
+        let run = s.run(a_relay, b_relay, stopped);
+        let talk = async {
+            // A byte at 50 s moves the deadline to 110 s.
+            sleep(Duration::from_secs(50)).await;
+            a.write_all(b"x").await.unwrap();
+            let mut got = [0u8; 1];
+            b.read_exact(&mut got).await.unwrap();
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            end = run => assert_eq!(end, SpliceEnd::Idle),
+            () = talk => unreachable!(),
+        }
+        assert_eq!(started.elapsed().as_secs(), 110);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_node_stopping_ends_the_splice() {
+        let s = splice(1 << 30, 1 << 30);
+        let (_a, a_relay) = tokio::io::duplex(1024);
+        let (_b, b_relay) = tokio::io::duplex(1024);
+        let (stop, stopped) = watch::channel(false);
+        let run = s.run(a_relay, b_relay, stopped);
+        let stopping = async {
+            sleep(Duration::from_secs(1)).await;
+            stop.send(true).unwrap();
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            end = run => assert_eq!(end, SpliceEnd::Stopping),
+            () = stopping => unreachable!(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_fast_sender_is_slowed_to_the_rate() {
         let s = splice(4096, 1 << 30);
         let (mut a, a_relay) = tokio::io::duplex(64 * 1024);
