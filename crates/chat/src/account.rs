@@ -211,6 +211,17 @@ impl Account {
         }
     }
 
+    /// The client of the home server (also used for other nodes' relays).
+    pub(crate) fn client(&self) -> &PdClient {
+        &self.client
+    }
+
+    /// A session token of the account: the stored one while usable, else a fresh login
+    /// (`fresh` forces one).
+    pub(crate) async fn session_token(&self, fresh: bool) -> Result<String, ChatError> {
+        self.token(fresh).await
+    }
+
     async fn token(&self, fresh: bool) -> Result<String, ChatError> {
         let now = now_secs();
         if !fresh

@@ -134,6 +134,14 @@ pub enum Command {
         /// to stdout, Ctrl+C or SIGTERM leaves (the default when stdin is /dev/null)
         #[arg(long)]
         no_console: bool,
+        /// Publish no relay endpoint, even when the home node offers a relay (peers then
+        /// need a direct endpoint)
+        #[arg(long, conflicts_with = "relay_only")]
+        no_relay: bool,
+        /// Publish only the home node's relay endpoint, no direct one, so your IP address is
+        /// not published (needs a home node that offers a relay)
+        #[arg(long)]
+        relay_only: bool,
     },
     /// Talk with a user: look them up, check their key, connect, send the lines you type (or
     /// pipe in) and print what they say; ends at end of input or /quit

@@ -14,6 +14,7 @@ mod group;
 pub mod home;
 mod output;
 pub mod peer;
+mod relay;
 pub mod seq;
 pub mod settings;
 

@@ -26,6 +26,20 @@ pub struct ListenOptions {
     pub ttl: Duration,
     /// Read no input (service mode); also chosen when stdin is `/dev/null` or unreadable.
     pub no_console: bool,
+    /// Whether to publish the home node's relay endpoint (when it offers one), and the
+    /// direct endpoints.
+    pub relay: RelayUse,
+}
+
+/// How `chat listen` uses its home node's relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayUse {
+    /// Direct endpoints, and the relay when the home node offers one (the default).
+    Also,
+    /// Direct endpoints only (`--no-relay`).
+    Never,
+    /// The relay only (`--relay-only`).
+    Only,
 }
 
 /// Everything a command needs, checked.
@@ -192,6 +206,8 @@ fn action(command: Command) -> Result<Action, ChatError> {
             allow,
             ttl,
             no_console,
+            no_relay,
+            relay_only,
         } => Action::Listen(ListenOptions {
             bind: parse_bind(&bind)?,
             advertise: advertise
@@ -204,6 +220,11 @@ fn action(command: Command) -> Result<Action, ChatError> {
                 .collect::<Result<_, _>>()?,
             ttl: parse_ttl(&ttl)?,
             no_console,
+            relay: match (no_relay, relay_only) {
+                (true, _) => RelayUse::Never,
+                (false, true) => RelayUse::Only,
+                (false, false) => RelayUse::Also,
+            },
         }),
         Command::Connect { address } => connect_action(&address)?,
         Command::Trust {

@@ -269,6 +269,59 @@ impl PdClient {
         self.execute(self.http.get(url.clone()), &url).await
     }
 
+    /// `GET url` asking for an HTTP/1.1 upgrade to `protocol`, with the session `token` if
+    /// given (the relay, section 13 of the specification): the upgraded connection, or the
+    /// node's problem. `url` may lead to another node than this client's.
+    pub async fn upgrade(
+        &self,
+        url: &Url,
+        token: Option<&str>,
+        protocol: &str,
+    ) -> Result<reqwest::Upgraded, ClientError> {
+        let mut request = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, protocol);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::transport(url.as_str(), e))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return response
+                .upgrade()
+                .await
+                .map_err(|e| ClientError::transport(url.as_str(), e));
+        }
+        if status.is_success() {
+            return Err(ClientError::Decode {
+                url: url.to_string(),
+                detail: format!("expected 101 Switching Protocols, got {status}"),
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::transport(url.as_str(), e))?;
+        let body = &body[..body.len().min(MAX_RESPONSE_BYTES)];
+        Err(ClientError::Problem(problem_from_answer(
+            url,
+            status,
+            &content_type,
+            body,
+        )))
+    }
+
     /// The URL of `segments` below the base URL; each segment is percent-encoded.
     /// The URL of the API path `template` ([`pd_proto::paths`]) below the base URL, with
     /// `address` in place of `{address}`, each segment percent-encoded.

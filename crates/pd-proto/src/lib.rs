@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod paths;
 pub mod problem;
 pub mod records;
+pub mod relay;
 pub mod rotation;
 pub mod signed;
 pub mod wire;

@@ -18,6 +18,12 @@ pub const SESSIONS: &str = "/v1/sessions";
 pub const LOOKUP: &str = "/v1/lookup/{address}";
 /// `GET`: the signed node-to-node lookup.
 pub const FEDERATION_LOOKUP: &str = "/v1/federation/lookup/{address}";
+/// `GET` with `Upgrade: pd-relay/1`: a connecting peer asks the relay for a listener.
+pub const RELAY_CONNECT: &str = "/v1/relay/{address}";
+/// `GET` with `Upgrade: pd-relay/1`: a listener holds a relay slot (its control connection).
+pub const RELAY_SLOT: &str = "/v1/relay/{address}/slot";
+/// `GET` with `Upgrade: pd-relay/1`: a listener takes one conversation (`{id}` from the slot).
+pub const RELAY_ACCEPT: &str = "/v1/relay/{address}/accept/{id}";
 /// `GET`: the caller's address as the node sees it.
 pub const WHOAMI: &str = "/v1/whoami";
 /// `GET`: WebFinger (RFC 7033).
@@ -89,6 +95,9 @@ mod tests {
             LOOKUP,
             FEDERATION_LOOKUP,
             WHOAMI,
+            RELAY_CONNECT,
+            RELAY_SLOT,
+            RELAY_ACCEPT,
         ] {
             assert!(
                 path.starts_with(&format!("/{}/", crate::API_VERSION)),

@@ -183,6 +183,9 @@ pub struct WellKnown {
     /// Base URL of the node's API when it is not `https://<domain>` (delegation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// Whether the node offers a relay to its users (section 13); absent means no.
+    #[serde(default)]
+    pub relay: bool,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the JSON admin surface, behind one access guard (`admin/access.rs`): loopback clients
 //! only, or, with `[admin] token`, anyone holding the token.
 //!
-//! The status pages (`admin/pages.rs`): `/` (overview), `/peers`, `/trust`, with POST forms
+//! The status pages (`admin/pages.rs`): `/` (overview), `/peers`, `/trust`, `/relay`, with POST forms
 //! for retry, cache flush and trust reload. The JSON surface:
 //!
 //! - `GET /admin/peers`: tracked peers (state, consecutive failures, last error, seconds
@@ -15,6 +15,8 @@
 //! - `GET /admin/trust/subscriptions`: each subscribed list with its last attempt, last
 //!   success, last error and entry count.
 //! - `GET /admin/trust/export?format=text|csv&kind=allow|deny`: the entries in force.
+//! - `GET /admin/relay`: the relay's slots and relayed conversations (addresses, bytes,
+//!   age; never content).
 //!
 //! Both call the operations in [`ops`], so a page's button and its JSON endpoint do the
 //! same thing.
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/trust/reload", post(reload))
         .route("/admin/trust/export", get(export))
         .route("/admin/trust/subscriptions", get(subscriptions))
+        .route("/admin/relay", get(relay))
         .merge(pages::router())
         .fallback(pages::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
@@ -168,6 +171,15 @@ async fn reload(State(state): State<AppState>) -> Result<Json<admin::ReloadAnswe
         added: names(&diff.added),
         removed: names(&diff.removed),
         modified: names(&diff.changed),
+    }))
+}
+
+/// The relay's slots and conversations.
+async fn relay(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "enabled": state.relay.enabled(),
+        "slots": state.relay.slots(),
+        "conversations": state.relay.conversations(),
     }))
 }
 

@@ -226,6 +226,65 @@ impl Default for CacheConfig {
     }
 }
 
+/// The relay (`[relay]`, `federation-spec.md` section 13): a listener behind NAT holds a
+/// slot on its home node, and peers reach it through the node, which carries only the
+/// ciphertext of their TLS channel. Every refusal is a problem answer before the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Offer the relay to this node's users: the well-known document says so (`"relay":
+    /// true`), slots are accepted, and clients publish relay endpoints. Off: every relay
+    /// request is answered 404 `not-found` and clients publish no relay endpoint.
+    /// Default: true.
+    pub enabled: bool,
+    /// Slots one user may hold at once (one per running `chat listen`). Default: 2.
+    pub max_slots_per_user: usize,
+    /// Relayed conversations one user may have open at once. Default: 16.
+    pub max_conversations_per_user: usize,
+    /// Slots held on the node at once, by all users. Default: 1000.
+    pub max_slots: usize,
+    /// Relayed conversations open on the node at once. Default: 1000.
+    pub max_conversations: usize,
+    /// Bytes a second one relayed conversation may carry in each direction; faster
+    /// senders are slowed down (not cut off). Default: 1048576 (1 MiB/s).
+    pub bytes_per_second: u64,
+    /// Bytes a user's relayed conversations may carry, both directions together, in a
+    /// rolling hour; beyond it new conversations are refused (429 `rate-limited`) and
+    /// open ones closed. Default: 1073741824 (1 GiB).
+    pub bytes_per_user_per_hour: u64,
+    /// A relayed conversation on which no byte moved for this long is closed. Default: "5m".
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a connecting peer waits for the listener to take the conversation (its
+    /// `accept` request) before it is answered 504 `remote-unreachable`; at most four
+    /// fifths of `limits.request_timeout` are used. Default: "5s".
+    #[serde(with = "humantime_serde")]
+    pub accept_timeout: Duration,
+    /// Relay connection requests (`GET /v1/relay/{address}`) a second per client IP.
+    /// Default: 2.
+    pub connects_per_second: u32,
+    /// Relay connection requests a client IP may make in a burst. Default: 10.
+    pub connect_burst: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_slots_per_user: 2,
+            max_conversations_per_user: 16,
+            max_slots: 1000,
+            max_conversations: 1000,
+            bytes_per_second: 1024 * 1024,
+            bytes_per_user_per_hour: 1024 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            accept_timeout: Duration::from_secs(5),
+            connects_per_second: 2,
+            connect_burst: 10,
+        }
+    }
+}
+
 /// The environment variable that sets `admin.token` (and wins over the file).
 pub const ENV_ADMIN_TOKEN: &str = "PD_ADMIN_TOKEN";
 
@@ -341,6 +400,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Who may use the admin listener (`[admin]`): loopback clients only, by default.
     pub admin: AdminConfig,
+    /// The relay for this node's users behind NAT (`[relay]`). Default: on, with the
+    /// documented limits.
+    pub relay: RelayConfig,
     /// The file this configuration was read from, if any; the trust policy is reloaded
     /// from it. Not a TOML key.
     #[serde(skip)]
@@ -370,6 +432,7 @@ impl Default for Config {
             publish_allowlist: false,
             admin_listen: None,
             admin: AdminConfig::default(),
+            relay: RelayConfig::default(),
             source: None,
         }
     }
@@ -585,6 +648,29 @@ impl Config {
         if !(4 * 1024..=64 * 1024).contains(&limits.max_header_bytes) {
             return bad("limits.max_header_bytes must be between 4096 and 65536");
         }
+        let relay = &self.relay;
+        if relay.max_slots_per_user == 0 || relay.max_slots == 0 {
+            return bad("relay.max_slots_per_user and relay.max_slots must be at least 1");
+        }
+        if relay.max_conversations_per_user == 0 || relay.max_conversations == 0 {
+            return bad(
+                "relay.max_conversations_per_user and relay.max_conversations must be at least 1",
+            );
+        }
+        if relay.bytes_per_second < 1024 || relay.bytes_per_user_per_hour < 1024 {
+            return bad(
+                "relay.bytes_per_second and relay.bytes_per_user_per_hour must be at least 1024",
+            );
+        }
+        if relay.idle_timeout < Duration::from_secs(60) {
+            return bad("relay.idle_timeout must be at least 60s (peers ping every 15 s)");
+        }
+        if relay.accept_timeout.is_zero() {
+            return bad("relay.accept_timeout must be above zero");
+        }
+        if relay.connects_per_second == 0 || relay.connect_burst == 0 {
+            return bad("relay.connects_per_second and relay.connect_burst must be at least 1");
+        }
         let rates = &self.rate_limit;
         if rates.writes_per_second == 0 {
             return bad("rate_limit.writes_per_second must be at least 1");
@@ -684,6 +770,8 @@ impl Config {
             ..Self::default()
         };
         config.limits.max_connections_per_ip = config.limits.max_connections;
+        config.relay.connects_per_second = 1000;
+        config.relay.connect_burst = 1000;
         config.federation.upstream_lookups_per_second = 100_000;
         config.federation.upstream_lookup_burst = 100_000;
         config
@@ -761,6 +849,11 @@ mod tests {
         assert_eq!(c.server_key_reload, Duration::from_secs(10));
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
         assert_eq!(c.cache.max_accounts, 100_000);
+        assert!(c.relay.enabled);
+        assert_eq!(c.relay.max_slots_per_user, 2);
+        assert_eq!(c.relay.max_conversations_per_user, 16);
+        assert_eq!(c.relay.bytes_per_second, 1024 * 1024);
+        assert_eq!(c.relay.idle_timeout, Duration::from_secs(300));
         assert!(c.tls.is_none());
         assert!(!c.store_spec().is_shared());
     }

@@ -20,6 +20,7 @@ pub mod http;
 mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod relay;
 pub mod server;
 pub mod server_keys;
 pub mod state;

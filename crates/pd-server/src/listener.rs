@@ -22,12 +22,16 @@
 //!   handshake has the same deadline.
 //!
 //! The total cap is lowered at start to fit the open-file limit of the process.
+//!
+//! An HTTP/1.1 connection upgraded to the relay (`crate::relay`) stays counted, but leaves
+//! the idle timeout through [`IdleSwitch`]: the relay applies its own idle timeouts.
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -125,6 +129,40 @@ struct Counts {
     /// Slots for refusals being answered.
     answering: Arc<Semaphore>,
     open: Mutex<Open>,
+    switch: IdleSwitch,
+}
+
+/// The idle timeouts of the open connections, by client socket address (what handlers see
+/// as `ConnectInfo`): a handler that upgrades its connection takes it out of the HTTP idle
+/// timeout with [`IdleSwitch::exempt`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdleSwitch(Arc<Mutex<HashMap<SocketAddr, Arc<AtomicBool>>>>);
+
+impl IdleSwitch {
+    /// Takes the connection from `peer` out of the idle timeout; false when no connection
+    /// from `peer` is known (a listener without this switch).
+    pub(crate) fn exempt(&self, peer: SocketAddr) -> bool {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&peer)
+            .map(|flag| flag.store(true, Ordering::Relaxed))
+            .is_some()
+    }
+
+    fn register(&self, peer: SocketAddr) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, Arc::clone(&flag));
+        flag
+    }
+
+    fn forget(&self, peer: SocketAddr) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&peer);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -154,8 +192,18 @@ impl ConnectionLimits {
                 answer_refusals: plain_http,
                 answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
                 open: Mutex::new(Open::default()),
+                switch: IdleSwitch::default(),
             }),
         }
+    }
+
+    /// Registers every accepted connection with `switch`, so that the relay can take
+    /// upgraded connections out of the idle timeout.
+    pub(crate) fn with_idle_switch(mut self, switch: IdleSwitch) -> Self {
+        if let Some(counts) = Arc::get_mut(&mut self.shared) {
+            counts.switch = switch;
+        }
+        self
     }
 
     /// Caps only the total and applies the idle timeout (the loopback admin listener).
@@ -168,7 +216,14 @@ impl ConnectionLimits {
     }
 
     /// Counts a connection from `peer`, or refuses it.
+    #[cfg(test)]
     fn admit(&self, peer: IpAddr) -> Result<Permit, Refusal> {
+        self.admit_from(SocketAddr::new(peer, 0))
+    }
+
+    /// Counts a connection from `from`, or refuses it.
+    fn admit_from(&self, from: SocketAddr) -> Result<Permit, Refusal> {
+        let peer = from.ip();
         let counts = &self.shared;
         let key = (!counts.trusted.iter().any(|net| net.contains(&peer))).then(|| rate_key(peer));
         let mut open = counts.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -183,9 +238,13 @@ impl ConnectionLimits {
             *from_peer += 1;
         }
         open.total += 1;
+        drop(open);
+        let exempt = counts.switch.register(from);
         Ok(Permit {
             counts: Arc::clone(&self.shared),
             key,
+            from,
+            exempt,
         })
     }
 
@@ -213,7 +272,7 @@ impl<S: Send + 'static> Accept<TcpStream, S> for ConnectionLimits {
             Ok(addr) => addr,
             Err(e) => return Either::Left(ready(Err(e))),
         };
-        match self.admit(peer.ip()) {
+        match self.admit_from(peer) {
             Ok(permit) => Either::Left(ready(Ok((
                 Guarded::new(stream, self.shared.idle, permit),
                 service,
@@ -433,10 +492,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for AwaitingFirstByte<T> {
 pub(crate) struct Permit {
     counts: Arc<Counts>,
     key: Option<IpAddr>,
+    from: SocketAddr,
+    /// Set by [`IdleSwitch::exempt`]: the connection left the idle timeout.
+    exempt: Arc<AtomicBool>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.counts.switch.forget(self.from);
         let mut open = self
             .counts
             .open
@@ -481,6 +544,9 @@ impl<T> Guarded<T> {
     /// Called when the inner stream is not ready: an error once the connection has been
     /// idle for the whole timeout, otherwise pending (with the timer armed to wake us).
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self._permit.exempt.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -633,6 +699,28 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         client.write_all(b"E").await.unwrap();
         assert_eq!(talking.read(&mut [0u8; 8]).await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_connection_leaves_the_idle_timeout_but_stays_counted() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let switch = IdleSwitch::default();
+        let caps = ConnectionLimits::new(&limits(4, 4), &[], true).with_idle_switch(switch.clone());
+        let peer: SocketAddr = "192.0.2.9:5555".parse().unwrap();
+        let (mut client, server) = tokio::io::duplex(64);
+        let permit = caps.admit_from(peer).unwrap();
+        let mut guarded = Guarded::new(server, Duration::from_secs(10), permit);
+        assert!(switch.exempt(peer));
+        assert!(!switch.exempt("192.0.2.9:5556".parse().unwrap()));
+        let mut buf = [0u8; 8];
+        let silent = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
+        assert!(silent.is_err(), "no idle timeout after the upgrade");
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(guarded.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(caps.open(), 1);
+        drop(guarded);
+        assert_eq!(caps.open(), 0);
+        assert!(!switch.exempt(peer), "forgotten with the connection");
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use self::traffic::{LookupClass, Traffic};
@@ -67,6 +68,16 @@ pub struct Metrics {
     pub problems: Family<ProblemLabels, Counter>,
     /// Per-minute lookups and problem answers of the last hour.
     pub traffic: Traffic,
+    /// Relay slots held now.
+    pub relay_slots: Gauge,
+    /// Relayed conversations open now (waiting for their listener included).
+    pub relay_conversations: Gauge,
+    /// Relayed conversations spliced since the start.
+    pub relay_conversations_total: Counter,
+    /// Bytes carried by the relay, both directions.
+    pub relay_bytes: Counter,
+    /// Relay requests refused, by reason.
+    pub relay_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -124,8 +135,39 @@ impl Metrics {
             "Problem answers of the API, by problem type",
             problems.clone(),
         );
+        let relay_slots = Gauge::default();
+        let relay_conversations = Gauge::default();
+        let relay_conversations_total = Counter::default();
+        let relay_bytes = Counter::default();
+        let relay_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register("relay_slots", "Relay slots held now", relay_slots.clone());
+        registry.register(
+            "relay_conversations",
+            "Relayed conversations open now, waiting ones included",
+            relay_conversations.clone(),
+        );
+        registry.register(
+            "relay_conversations_spliced",
+            "Relayed conversations spliced since the start",
+            relay_conversations_total.clone(),
+        );
+        registry.register(
+            "relay_bytes",
+            "Bytes carried by the relay, both directions",
+            relay_bytes.clone(),
+        );
+        registry.register(
+            "relay_refusals",
+            "Relay requests refused, by reason",
+            relay_refusals.clone(),
+        );
         extra(&mut registry);
         Self {
+            relay_slots,
+            relay_conversations,
+            relay_conversations_total,
+            relay_bytes,
+            relay_refusals,
             problems,
             traffic: Traffic::new(),
             registry,

@@ -20,9 +20,10 @@ use tokio::task::JoinSet;
 use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
 use crate::federation::Federation;
-use crate::listener::{self, ConnectionLimits, FirstByte};
+use crate::listener::{self, ConnectionLimits, FirstByte, IdleSwitch};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
+use crate::relay::Relay;
 use crate::server_keys::{self, KeyRing};
 use crate::state::{AppState, Shared};
 use crate::store::sqlite::{self, FileState};
@@ -137,6 +138,12 @@ impl Server {
             Arc::clone(&metrics),
         );
         let grace = config.limits.request_timeout + Duration::from_secs(1);
+        let idle_switch = IdleSwitch::default();
+        let relay = Arc::new(Relay::new(
+            config.relay.clone(),
+            Arc::clone(&metrics),
+            idle_switch.clone(),
+        ));
         let state = AppState::new(Shared {
             config: Arc::new(config),
             registry: Arc::clone(&registry),
@@ -144,6 +151,7 @@ impl Server {
             server_keys: Arc::clone(&key_ring),
             federation: Arc::clone(&federation),
             directory,
+            relay,
         });
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
@@ -152,7 +160,8 @@ impl Server {
         // Remote admin access is served over the node's TLS certificate when it has one.
         let admin_tls = tls.clone().filter(|_| state.config.admin.remote);
         let limits = &state.config.limits;
-        let caps = ConnectionLimits::new(limits, &state.config.trusted_proxies, !is_tls);
+        let caps = ConnectionLimits::new(limits, &state.config.trusted_proxies, !is_tls)
+            .with_idle_switch(idle_switch);
         match tls {
             Some(tls) => {
                 let tls = RustlsAcceptor::new(tls)
@@ -291,6 +300,8 @@ impl Server {
         self.handle.graceful_shutdown(Some(self.grace));
         self.admin_handle.graceful_shutdown(Some(self.grace));
         let _ = self.stop.send(true);
+        // Upgraded relay connections are not the HTTP server's: the relay ends them.
+        self.state.relay.shutdown().await;
         let mut result = Ok(());
         while let Some(joined) = self.tasks.join_next().await {
             match joined {

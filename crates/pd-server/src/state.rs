@@ -10,6 +10,7 @@ use crate::directory::Directory;
 use crate::federation::Federation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::relay::Relay;
 use crate::server_keys::KeyRing;
 
 /// Handles shared by the HTTP handlers, behind one `Arc`: axum clones the state for every
@@ -50,4 +51,6 @@ pub struct Shared {
     pub federation: Arc<Federation>,
     /// Lookups, local and remote: the only way to the resolver.
     pub directory: Directory,
+    /// The relay for this node's users behind NAT.
+    pub relay: Arc<Relay>,
 }

@@ -19,8 +19,9 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The node services and their domains.
 pub(crate) const NODES: [(&str, &str); 3] = [("a", "a.test"), ("b", "b.test"), ("c", "c.test")];
 
-/// The client services: one per node, on that node's network only.
-pub(crate) const CLIENTS: [&str; 3] = ["alice", "bob", "carol"];
+/// The client services: one per node on that node's network and `clients`, and dana,
+/// behind NAT: on b's network only.
+pub(crate) const CLIENTS: [&str; 4] = ["alice", "bob", "carol", "dana"];
 
 /// How long a node may take to become healthy.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);

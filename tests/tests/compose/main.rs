@@ -23,7 +23,7 @@ use cluster::Cluster;
 
 type Scenario = (&'static str, fn(&mut Cluster));
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     (
         "users_on_different_nodes_register_and_find_each_other",
         scenarios::cross_node_lookups,
@@ -47,6 +47,10 @@ const SCENARIOS: [Scenario; 6] = [
     (
         "rolling_restart_fails_no_lookup_a_stale_answer_covers",
         scenarios::rolling_restart,
+    ),
+    (
+        "a_client_behind_nat_is_reached_through_its_home_relay",
+        scenarios::relay_behind_nat,
     ),
 ];
 

@@ -13,6 +13,7 @@ mod invite;
 mod messages;
 mod p2p;
 mod readme;
+mod relay;
 mod tls;
 
 use pd_e2e::{ChatHome, ChatProcess, Node, federated_pair};

@@ -8,7 +8,6 @@ use std::io::Write;
 use pd_client::LookupMode;
 use pd_proto::wire::Source;
 use pd_proto::{Address, Endpoint, PublicKey};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
@@ -24,9 +23,7 @@ use crate::peer::PeerError;
 use crate::peer::cert::IdentityCert;
 use crate::peer::frame::check_text;
 use crate::peer::known::{KeyCheck, KnownPeers};
-use crate::peer::session::{self, Channel, Command, End, Event};
-
-pub(crate) type ClientChannel = Channel<tokio_rustls::client::TlsStream<TcpStream>>;
+use crate::peer::session::{self, ClientChannel, Command, End, Event};
 
 /// Checks the key the home node vouches for (or the stored answer holds) against the one
 /// remembered for `peer`, before connecting: a changed key with no signed rotation is
@@ -110,7 +107,7 @@ pub(crate) async fn connect(
         }
     };
     console.status(format!(
-        "connected to {peer} at {endpoint} (fingerprint {})",
+        "connected to {peer} {endpoint} (fingerprint {})",
         key.fingerprint()
     ));
     if let Err(e) = account.contacts().record_talk(&peer, now_secs()) {
@@ -320,7 +317,7 @@ pub(crate) async fn open(
         check_known_key(account, peer, &answer)?;
         let shown: Vec<&str> = endpoints.iter().map(Endpoint::as_str).collect();
         console.status(format!("connecting to {peer} at {}", shown.join(", ")));
-        match session::connect(peer, key, &endpoints, identity).await {
+        match crate::relay::connect(account, peer, key, &endpoints, identity).await {
             Ok((channel, endpoint)) => {
                 remember_known_key(account, peer, &answer, console)?;
                 return Ok((channel, endpoint, key));

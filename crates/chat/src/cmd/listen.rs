@@ -3,7 +3,9 @@
 //! each connecting peer's claimed address through the home node (or, while the home node
 //! cannot be reached, against the answer stored for it in the contacts), holds several
 //! conversations at once, and on leaving says goodbye to every peer and withdraws the record
-//! within one bounded time.
+//! within one bounded time. When the home node offers a relay, it also publishes the relay
+//! endpoint and holds a slot there (`crate::relay`); conversations taken through the relay
+//! are accepted like TCP connections, with the same checks.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +15,7 @@ use std::time::Duration;
 use pd_client::{ClientError, LookupMode};
 use pd_proto::wire::{PublishResponse, Source};
 use pd_proto::{Address, Endpoint, ProblemType};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -32,7 +34,8 @@ use crate::peer::cert::{IdentityCert, PeerCert};
 use crate::peer::frame::RefuseReason;
 use crate::peer::known::{KeyCheck, KnownPeers};
 use crate::peer::session::{self, Command, Event};
-use crate::settings::ListenOptions;
+use crate::relay::{self, Relayed};
+use crate::settings::{ListenOptions, RelayUse};
 
 /// At most this many connections (conversations and handshakes) at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -167,8 +170,8 @@ pub(crate) async fn listen(
 
     // Starting: which endpoints to publish, and the first publication. Both ask the home
     // node, so both give way to Ctrl+C.
-    let endpoints = tokio::select! {
-        endpoints = endpoints_to_publish(&account, &options, local, &mut console) => endpoints?,
+    let (endpoints, relay_endpoint) = tokio::select! {
+        endpoints = with_relay(&account, &options, local, &mut console) => endpoints?,
         signal = signals.recv() => {
             return Err(interrupted(signal, "stopped before listening".into()));
         }
@@ -239,6 +242,18 @@ pub(crate) async fn listen(
         ..Conversations::default()
     };
     let mut next_id = 0_u64;
+    // The relay slot, held for as long as the listener runs; it hands over the
+    // conversations it takes.
+    let (relayed_tx, mut relayed) = mpsc::channel::<Relayed>(16);
+    let mut slot = JoinSet::new();
+    if let Some(endpoint) = relay_endpoint {
+        slot.spawn(relay::hold_slot(
+            Arc::clone(&account),
+            endpoint,
+            relayed_tx,
+            events_tx.clone(),
+        ));
+    }
 
     let leave = loop {
         tokio::select! {
@@ -253,7 +268,7 @@ pub(crate) async fn listen(
                     next_id += 1;
                     let connection = Connection {
                         id: next_id,
-                        from,
+                        from: from.to_string(),
                         acceptor: acceptor.clone(),
                         account: Arc::clone(&account),
                         known: Arc::clone(&known),
@@ -267,6 +282,25 @@ pub(crate) async fn listen(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            Some(Relayed { io, from }) = relayed.recv() => {
+                if tasks.len() >= MAX_CONNECTIONS {
+                    console.status(format!(
+                        "turned away a conversation from {from}: {MAX_CONNECTIONS} are open"
+                    ));
+                    continue;
+                }
+                next_id += 1;
+                let connection = Connection {
+                    id: next_id,
+                    from,
+                    acceptor: acceptor.clone(),
+                    account: Arc::clone(&account),
+                    known: Arc::clone(&known),
+                    allow: Arc::clone(&allow),
+                    events: events_tx.clone(),
+                };
+                tasks.spawn(connection.run(io));
+            }
             Some(event) = events.recv() => {
                 handle_event(event, &mut conversations, &account, &allow, &mut console).await?;
             }
@@ -343,6 +377,8 @@ pub(crate) async fn listen(
     // withdrawn, all within LEAVE_TIMEOUT; a second signal leaves at once.
     console.stop_input();
     drop(listener);
+    slot.shutdown().await;
+    drop(relayed);
     console.status(format!(
         "{}: saying goodbye to {} peer(s)",
         leave.describe(),
@@ -482,7 +518,7 @@ async fn handle_event(
             }
             conversations.show(console);
         }
-        Event::Failed { from, failure, .. } => console.status(failure.describe(from)),
+        Event::Failed { from, failure, .. } => console.status(failure.describe(&from)),
         Event::Notice(text) => console.status(text),
     }
     Ok(())
@@ -531,7 +567,7 @@ fn send_text(conversations: &Conversations, text: String, console: &mut Console<
 /// One incoming connection, from the handshake to the end of its conversation.
 struct Connection {
     id: u64,
-    from: SocketAddr,
+    from: String,
     acceptor: TlsAcceptor,
     account: Arc<Account>,
     known: Arc<KnownPeers>,
@@ -540,7 +576,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, tcp: TcpStream) {
+    async fn run<S>(self, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let Self {
             id,
             from,
@@ -553,7 +592,7 @@ impl Connection {
         let deadline = Instant::now() + session::HANDSHAKE_TIMEOUT;
         let mut notices = Vec::new();
         let opened = async {
-            let (cert, channel) = session::handshake(tcp, acceptor, deadline).await?;
+            let (cert, channel) = session::handshake(io, acceptor, deadline).await?;
             let checked = tokio::time::timeout_at(
                 deadline,
                 check_peer(&account, &known, &allow, &cert, &mut notices),
@@ -719,6 +758,39 @@ async fn check_peer(
             ))
         }
         Err(e) => Err((RefuseReason::LookupFailed, e.report().0)),
+    }
+}
+
+/// The endpoints to publish, with the relay endpoint of the home node last when it offers
+/// one and `--no-relay` was not given; `--relay-only` publishes the relay endpoint alone.
+/// Also returns the relay endpoint, whose slot the listener then holds.
+async fn with_relay(
+    account: &Account,
+    options: &ListenOptions,
+    local: SocketAddr,
+    console: &mut Console<'_>,
+) -> Result<(Vec<Endpoint>, Option<pd_proto::relay::RelayEndpoint>), ChatError> {
+    let mut endpoints = match options.relay {
+        RelayUse::Only => Vec::new(),
+        RelayUse::Also | RelayUse::Never => {
+            endpoints_to_publish(account, options, local, console).await?
+        }
+    };
+    if options.relay == RelayUse::Never {
+        return Ok((endpoints, None));
+    }
+    match relay::offered_endpoint(account).await {
+        Ok(endpoint) => {
+            let parsed = pd_proto::relay::RelayEndpoint::parse(&endpoint);
+            endpoints.truncate(pd_proto::records::MAX_ENDPOINTS - 1);
+            endpoints.push(endpoint);
+            Ok((endpoints, parsed))
+        }
+        Err(why) if options.relay == RelayUse::Only => Err(relay::relay_only_refused(&why)),
+        Err(why) => {
+            console.status(format!("publishing no relay endpoint: {why}"));
+            Ok((endpoints, None))
+        }
     }
 }
 

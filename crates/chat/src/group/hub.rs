@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::{Accepted, Group, LinkId, check, describe_change, describe_refusal};
 use crate::account::{Account, now_secs};
-use crate::cmd::connect::{ClientChannel, open};
+use crate::cmd::connect::open;
 use crate::cmd::listen::LEAVE_TIMEOUT;
 use crate::console::parse_line;
 use crate::console::{Console, GROUP_COMMANDS, GROUP_HELP, Input, InputMode, Line, Signals, View};
@@ -26,7 +26,7 @@ use crate::error::ChatError;
 use crate::peer::PeerError;
 use crate::peer::cert::IdentityCert;
 use crate::peer::frame::Frame;
-use crate::peer::session::{self, Command, End, Event};
+use crate::peer::session::{self, ClientChannel, Command, End, Event};
 
 /// A channel whose peer was invited and has not answered yet.
 #[derive(Debug)]

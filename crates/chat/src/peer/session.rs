@@ -7,7 +7,6 @@
 //! nothing before it has read the listener's `hello`. So no application data moves before
 //! both sides' checks have passed.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
@@ -115,8 +114,8 @@ pub enum Event {
         peer: Address,
         /// The peer's key.
         key: PublicKey,
-        /// Where the peer connected from.
-        from: SocketAddr,
+        /// Where the peer connected from (`IP:PORT`, or `the relay of HOST`).
+        from: String,
         /// What to send it.
         commands: mpsc::Sender<Command>,
     },
@@ -147,21 +146,43 @@ pub enum Event {
     Failed {
         /// Which connection.
         id: u64,
-        /// Where it came from.
-        from: SocketAddr,
+        /// Where it came from (`IP:PORT`, or `the relay of HOST`).
+        from: String,
         /// Why.
         failure: AcceptFailure,
     },
 }
 
+/// Any byte stream a channel can run over: a TCP connection, or a connection upgraded by a
+/// relay (`crate::peer::relay`).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> Io for T {}
+
+/// A boxed [`Io`], so that a connecting side holds one channel type whatever the path.
+pub type BoxIo = Box<dyn Io>;
+
+/// The channel of a connecting side.
+pub type ClientChannel = Channel<tokio_rustls::client::TlsStream<BoxIo>>;
+
+/// How one attempt at opening a channel over a stream failed.
+#[derive(Debug)]
+pub enum Attempt {
+    /// This stream led nowhere (TLS failed, too slow): another endpoint may do better.
+    Failed(String),
+    /// The listener answered, and the answer ends the attempt to connect (a refusal, a
+    /// key mismatch, a broken protocol).
+    Final(PeerError),
+}
+
 /// Opens a conversation with the listener at `endpoints`, which must hold `expected`: tries
-/// each endpoint in order, and stops at the first that answers the handshake.
+/// each `tcp://` endpoint in order, and stops at the first that answers the handshake.
 pub async fn connect(
     peer: &Address,
     expected: PublicKey,
     endpoints: &[Endpoint],
     identity: &IdentityCert,
-) -> Result<(Channel<tokio_rustls::client::TlsStream<TcpStream>>, String), PeerError> {
+) -> Result<(ClientChannel, String), PeerError> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
         let Some((host, port)) = tcp_endpoint(endpoint) else {
@@ -183,9 +204,6 @@ pub async fn connect(
                 continue;
             }
         };
-        let verifier = ListenerVerifier::new(expected);
-        let config = tls::client_config(identity, verifier.clone())
-            .map_err(|e| PeerError::Setup(e.to_string()))?;
         let server_name = match tcp.peer_addr() {
             Ok(addr) => ServerName::IpAddress(addr.ip().into()),
             Err(e) => {
@@ -193,82 +211,20 @@ pub async fn connect(
                 continue;
             }
         };
-        let handshake = async {
-            let tls = TlsConnector::from(config)
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
-                return Err("the peer does not speak pd-chat/1".to_owned());
-            }
-            Ok(tls)
-        };
-        let tls = match timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(tls)) => tls,
-            outcome => {
-                if let Some(presented) = verifier.presented()
-                    && presented != expected
-                {
-                    return Err(PeerError::KeyMismatch {
-                        address: peer.clone(),
-                        endpoint: endpoint.as_str().to_owned(),
-                        expected: expected.fingerprint(),
-                        presented: presented.fingerprint(),
-                    });
-                }
-                let why = match outcome {
-                    Ok(Err(e)) => e,
-                    _ => "TLS handshake timed out".to_owned(),
-                };
-                failures.push(format!("{}: {why}", endpoint.as_str()));
-                continue;
-            }
-        };
-        let mut channel = Framed::new(tls, FrameCodec);
-        return match timeout(HANDSHAKE_TIMEOUT, channel.next()).await {
-            Ok(Some(Ok(Frame::Hello { .. }))) => {
-                send(&mut channel, frame::hello())
-                    .await
-                    .map_err(|e| unreachable_at(peer, endpoint, &e))?;
-                Ok((channel, endpoint.as_str().to_owned()))
-            }
-            Ok(Some(Ok(Frame::Refuse { reason, detail }))) => {
-                close(&mut channel, None).await;
-                Err(PeerError::Refused {
-                    address: peer.clone(),
-                    reason: reason.describe().to_owned(),
-                    detail,
-                })
-            }
-            Ok(Some(Ok(Frame::Bye { reason }))) => Err(PeerError::Refused {
-                address: peer.clone(),
-                reason: "it closed the connection".to_owned(),
-                detail: reason.unwrap_or_default(),
-            }),
-            Ok(Some(Ok(other))) => {
-                let why = format!("expected hello, got {}", frame_name(&other));
-                close_after_protocol_error(&mut channel, &why).await;
-                Err(PeerError::Protocol {
-                    address: peer.clone(),
-                    detail: why,
-                })
-            }
-            Ok(Some(Err(e))) if e.is_protocol() => {
-                let why = e.to_string();
-                close_after_protocol_error(&mut channel, &why).await;
-                Err(PeerError::Protocol {
-                    address: peer.clone(),
-                    detail: why,
-                })
-            }
-            Ok(Some(Err(e))) => Err(unreachable_at(peer, endpoint, &e.to_string())),
-            Ok(None) => Err(PeerError::Refused {
-                address: peer.clone(),
-                reason: "it closed the connection".to_owned(),
-                detail: String::new(),
-            }),
-            Err(_) => Err(unreachable_at(peer, endpoint, "no hello in time")),
-        };
+        match open_over(
+            peer,
+            expected,
+            endpoint.as_str(),
+            Box::new(tcp),
+            server_name,
+            identity,
+        )
+        .await
+        {
+            Ok(channel) => return Ok((channel, endpoint.as_str().to_owned())),
+            Err(Attempt::Failed(why)) => failures.push(why),
+            Err(Attempt::Final(e)) => return Err(e),
+        }
     }
     Err(PeerError::Unreachable {
         address: peer.clone(),
@@ -276,11 +232,100 @@ pub async fn connect(
     })
 }
 
-fn unreachable_at(peer: &Address, endpoint: &Endpoint, why: &str) -> PeerError {
-    PeerError::Unreachable {
+/// Opens a conversation with the listener `peer`, which must hold `expected`, over `io`
+/// (reached at `label`, for messages): the TLS handshake with check 1 of section 12.3,
+/// then the greeting.
+pub async fn open_over(
+    peer: &Address,
+    expected: PublicKey,
+    label: &str,
+    io: BoxIo,
+    server_name: ServerName<'static>,
+    identity: &IdentityCert,
+) -> Result<ClientChannel, Attempt> {
+    let unreachable = |why: &str| PeerError::Unreachable {
         address: peer.clone(),
-        tried: format!("{}: {why}", endpoint.as_str()),
-    }
+        tried: format!("{label}: {why}"),
+    };
+    let verifier = ListenerVerifier::new(expected);
+    let config = tls::client_config(identity, verifier.clone())
+        .map_err(|e| Attempt::Final(PeerError::Setup(e.to_string())))?;
+    let handshake = async {
+        let tls = TlsConnector::from(config)
+            .connect(server_name, io)
+            .await
+            .map_err(|e| e.to_string())?;
+        if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
+            return Err("the peer does not speak pd-chat/1".to_owned());
+        }
+        Ok(tls)
+    };
+    let tls = match timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => tls,
+        outcome => {
+            if let Some(presented) = verifier.presented()
+                && presented != expected
+            {
+                return Err(Attempt::Final(PeerError::KeyMismatch {
+                    address: peer.clone(),
+                    endpoint: label.to_owned(),
+                    expected: expected.fingerprint(),
+                    presented: presented.fingerprint(),
+                }));
+            }
+            let why = match outcome {
+                Ok(Err(e)) => e,
+                _ => "TLS handshake timed out".to_owned(),
+            };
+            return Err(Attempt::Failed(format!("{label}: {why}")));
+        }
+    };
+    let mut channel = Framed::new(tls, FrameCodec);
+    let outcome = match timeout(HANDSHAKE_TIMEOUT, channel.next()).await {
+        Ok(Some(Ok(Frame::Hello { .. }))) => {
+            return match send(&mut channel, frame::hello()).await {
+                Ok(()) => Ok(channel),
+                Err(e) => Err(Attempt::Final(unreachable(&e))),
+            };
+        }
+        Ok(Some(Ok(Frame::Refuse { reason, detail }))) => {
+            close(&mut channel, None).await;
+            PeerError::Refused {
+                address: peer.clone(),
+                reason: reason.describe().to_owned(),
+                detail,
+            }
+        }
+        Ok(Some(Ok(Frame::Bye { reason }))) => PeerError::Refused {
+            address: peer.clone(),
+            reason: "it closed the connection".to_owned(),
+            detail: reason.unwrap_or_default(),
+        },
+        Ok(Some(Ok(other))) => {
+            let why = format!("expected hello, got {}", frame_name(&other));
+            close_after_protocol_error(&mut channel, &why).await;
+            PeerError::Protocol {
+                address: peer.clone(),
+                detail: why,
+            }
+        }
+        Ok(Some(Err(e))) if e.is_protocol() => {
+            let why = e.to_string();
+            close_after_protocol_error(&mut channel, &why).await;
+            PeerError::Protocol {
+                address: peer.clone(),
+                detail: why,
+            }
+        }
+        Ok(Some(Err(e))) => unreachable(&e.to_string()),
+        Ok(None) => PeerError::Refused {
+            address: peer.clone(),
+            reason: "it closed the connection".to_owned(),
+            detail: String::new(),
+        },
+        Err(_) => unreachable("no hello in time"),
+    };
+    Err(Attempt::Final(outcome))
 }
 
 /// The host and port of a `tcp://HOST:PORT` endpoint.
@@ -335,7 +380,7 @@ fn refused_because(reason: RefuseReason) -> &'static str {
 
 impl AcceptFailure {
     /// One line for the user.
-    pub fn describe(&self, from: SocketAddr) -> String {
+    pub fn describe(&self, from: &str) -> String {
         match self {
             Self::Handshake(why) => format!("incoming connection from {from} failed: {why}"),
             Self::Refused {
@@ -357,18 +402,15 @@ impl AcceptFailure {
 /// The first half of accepting a connection: the TLS handshake, the protocol name and the
 /// peer's certificate. Nothing has been sent on the channel yet; the caller checks what the
 /// certificate claims and then calls [`answer`] before `deadline`.
-pub async fn handshake(
-    tcp: TcpStream,
+pub async fn handshake<S>(
+    io: S,
     acceptor: TlsAcceptor,
     deadline: Instant,
-) -> Result<
-    (
-        PeerCert,
-        Channel<tokio_rustls::server::TlsStream<TcpStream>>,
-    ),
-    AcceptFailure,
-> {
-    let tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
+) -> Result<(PeerCert, Channel<tokio_rustls::server::TlsStream<S>>), AcceptFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let tls = tokio::time::timeout_at(deadline, acceptor.accept(io))
         .await
         .map_err(|_| AcceptFailure::Handshake("TLS handshake timed out".into()))?
         .map_err(|e| AcceptFailure::Handshake(e.to_string()))?;

@@ -50,7 +50,12 @@ const COUNTS_TTL: Duration = Duration::from_secs(15);
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The sections in the navigation: path and name.
-const NAV: &[(&str, &str)] = &[("/", "Overview"), ("/peers", "Peers"), ("/trust", "Trust")];
+const NAV: &[(&str, &str)] = &[
+    ("/", "Overview"),
+    ("/peers", "Peers"),
+    ("/trust", "Trust"),
+    ("/relay", "Relay"),
+];
 
 /// State of the pages: the form token, pending notices and the cached user counts.
 pub(crate) struct Pages {
@@ -125,6 +130,7 @@ pub(super) fn router() -> Router<AdminState> {
         .route("/peers/flush", post(flush))
         .route("/trust", get(trust))
         .route("/trust/reload", post(reload))
+        .route("/relay", get(relay))
         .route("/style.css", get(stylesheet))
         .route("/refresh.js", get(script))
 }
@@ -194,7 +200,7 @@ impl Layout {
                 .collect(),
             notice,
             csrf: pages.csrf.clone(),
-            refresh: path == "/" || path == "/peers",
+            refresh: path == "/" || path == "/peers" || path == "/relay",
         }
     }
 }
@@ -578,6 +584,86 @@ async fn peers(
         peers,
         routes,
         backoff,
+    };
+    render(StatusCode::OK, &page)
+}
+
+// The relay page.
+
+#[derive(Debug)]
+struct SlotRow {
+    address: String,
+    from: String,
+    since: Moment,
+    offered: u64,
+}
+
+#[derive(Debug)]
+struct ConversationRow {
+    address: String,
+    from: String,
+    since: Moment,
+    bytes: u64,
+}
+
+#[derive(Template)]
+#[template(path = "relay.html")]
+struct RelayPage {
+    layout: Layout,
+    summary: String,
+    slots: Vec<SlotRow>,
+    conversations: Vec<ConversationRow>,
+}
+
+fn at_unix(secs: u64) -> Moment {
+    Moment::of(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+async fn relay(
+    State(app): State<AppState>,
+    State(pages): State<Arc<Pages>>,
+    req: Request,
+) -> Response {
+    let notice = pages.take(&Query::of(&req)).await;
+    let config = &app.config.relay;
+    let summary = if config.enabled {
+        format!(
+            "This node relays conversations to its users behind NAT: at most {} slot(s) and {} conversation(s) per user, {} KiB/s per conversation and direction, {} MiB per user and hour.",
+            config.max_slots_per_user,
+            config.max_conversations_per_user,
+            config.bytes_per_second / 1024,
+            config.bytes_per_user_per_hour / (1024 * 1024)
+        )
+    } else {
+        "The relay is off ([relay] enabled = false): users publish no relay endpoint.".to_owned()
+    };
+    let slots = app
+        .relay
+        .slots()
+        .into_iter()
+        .map(|s| SlotRow {
+            address: s.address,
+            from: s.from,
+            since: at_unix(s.since),
+            offered: s.offered,
+        })
+        .collect();
+    let conversations = app
+        .relay
+        .conversations()
+        .into_iter()
+        .map(|c| ConversationRow {
+            address: c.address,
+            from: c.from,
+            since: at_unix(c.since),
+            bytes: c.bytes,
+        })
+        .collect();
+    let page = RelayPage {
+        layout: Layout::new(&app, &pages, "/relay", notice),
+        summary,
+        slots,
+        conversations,
     };
     render(StatusCode::OK, &page)
 }

@@ -80,6 +80,21 @@ pub fn router(state: AppState) -> Router {
         .route(paths::DELETE, post(accounts::delete))
         .route(paths::SESSIONS, post(sessions::create))
         .route_layer(write_limit);
+    let relay_limit = limits::per_client_ip(
+        client_ip.clone(),
+        state.config.relay.connects_per_second,
+        state.config.relay.connect_burst,
+        "relay requests",
+    );
+    let relay = Router::new()
+        .route(
+            paths::RELAY_CONNECT,
+            get(crate::relay::http::connect)
+                .layer::<_, Infallible>(relay_limit)
+                .layer(Extension(client_ip.clone())),
+        )
+        .route(paths::RELAY_SLOT, get(crate::relay::http::slot))
+        .route(paths::RELAY_ACCEPT, get(crate::relay::http::accept));
     let reads = Router::new()
         .route(paths::LOOKUP, get(lookup::get).layer(lookup_limit.clone()))
         .route(paths::FEDERATION_LOOKUP, get(federation::lookup))
@@ -105,6 +120,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.limits.max_body_bytes;
     writes
         .merge(reads)
+        .merge(relay)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -282,6 +298,9 @@ const ROUTES: &[&str] = &[
     paths::ROTATE,
     paths::DELETE,
     paths::SESSIONS,
+    paths::RELAY_CONNECT,
+    paths::RELAY_SLOT,
+    paths::RELAY_ACCEPT,
 ];
 
 fn route_label(matched: Option<&MatchedPath>) -> Cow<'static, str> {

@@ -23,6 +23,7 @@ use crate::state::AppState;
         presence::put, presence::withdraw,
         sessions::create, lookup::get, federation::lookup, whoami::get, webfinger::get,
         well_known::healthz, well_known::get, well_known::allowlist, metrics::get, get,
+        crate::relay::http::slot, crate::relay::http::connect, crate::relay::http::accept,
     ),
     components(schemas(pd_proto::Problem)),
     modifiers(&BearerAuth, &CommonResponses, &Parameters),

@@ -54,6 +54,7 @@ pub(crate) async fn get(State(state): State<AppState>) -> Json<WellKnown> {
         lookup_access: state.config.lookup_access.as_str().into(),
         registration: state.config.registration.as_str().into(),
         base_url: None,
+        relay: state.config.relay.enabled,
     })
 }
 

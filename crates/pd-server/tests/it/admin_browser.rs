@@ -277,9 +277,22 @@ async fn every_page_works_in_headless_chromium() {
         assert_eq!(script(&c, "return document.title;").await, "Trust · home.test · pd-server");
         screenshot(&c, "trust", 1280).await;
 
+        // Relay: no slot held, no conversation relayed.
+        c.set_window_size(1280, 1000).await.unwrap();
+        c.goto(&format!("{base}/relay")).await.unwrap();
+        assert_eq!(text(&c, "h1").await, "Relay");
+        assert!(text(&c, "#no-slots").await.starts_with("No slot held"));
+        assert!(text(&c, "#no-conversations").await.starts_with("No conversation"));
+        assert_eq!(script(&c, "return document.title;").await, "Relay · home.test · pd-server");
+        screenshot(&c, "relay", 1280).await;
+
         // A phone: the tables turn into cards, nothing needs sideways scrolling.
         c.set_window_size(390, 844).await.unwrap();
-        for (path, name) in [("/", "overview-phone"), ("/peers", "peers-phone")] {
+        for (path, name) in [
+            ("/", "overview-phone"),
+            ("/peers", "peers-phone"),
+            ("/relay", "relay-phone"),
+        ] {
             c.goto(&format!("{base}{path}")).await.unwrap();
             let overflow = script(
                 &c,

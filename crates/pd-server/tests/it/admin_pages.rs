@@ -944,3 +944,30 @@ async fn with_a_token_every_request_needs_it() {
     );
     node.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_relay_page_says_what_the_relay_holds_and_never_content() {
+    let f = fixture().await;
+    let admin = pd_server::admin::router(f.node.server.state().clone());
+    let html = page(&admin, "/relay").await;
+    assert!(html.contains("<h1>Relay</h1>"), "{html}");
+    assert!(html.contains(r#"aria-current="page">Relay</a>"#), "{html}");
+    assert!(html.contains(r#"id="no-slots""#), "{html}");
+    assert!(html.contains(r#"id="no-conversations""#), "{html}");
+    assert!(
+        html.contains("at most 2 slot(s) and 16 conversation(s) per user"),
+        "{html}"
+    );
+    // The other pages link to it.
+    let overview = page(&admin, "/").await;
+    assert!(
+        overview.contains(r#"<a href="/relay">Relay</a>"#),
+        "{overview}"
+    );
+    let (status, _, json) = request(&admin, Method::GET, "/admin/relay", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["enabled"], true);
+    assert_eq!(json["slots"], serde_json::json!([]));
+    assert_eq!(json["conversations"], serde_json::json!([]));
+}

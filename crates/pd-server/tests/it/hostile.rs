@@ -673,6 +673,7 @@ async fn forged_node_requests_are_refused() {
         lookup_access: "public".into(),
         registration: "open".into(),
         base_url: None,
+        relay: false,
     };
     Mock::given(method("GET"))
         .and(path("/.well-known/pd"))

@@ -71,8 +71,21 @@ async fn openapi_describes_every_endpoint() {
         "/.well-known/pd",
         "/metrics",
         "/openapi.json",
+        "/v1/relay/{address}",
+        "/v1/relay/{address}/slot",
+        "/v1/relay/{address}/accept/{id}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    // The relay's upgrades are documented with their 101 and their refusals.
+    for path in [
+        "/v1/relay/{address}",
+        "/v1/relay/{address}/slot",
+        "/v1/relay/{address}/accept/{id}",
+    ] {
+        let responses = &doc["paths"][path]["get"]["responses"];
+        assert!(responses["101"].is_object(), "{path}: {responses}");
+        assert!(responses["400"].is_object(), "{path}: {responses}");
     }
     for schema in [
         "AccountInfo",
