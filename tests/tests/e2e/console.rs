@@ -9,20 +9,14 @@ use std::time::Duration;
 
 use chat::peer::cert::IdentityCert;
 use chat::peer::session;
-use pd_e2e::{ChatHome, ChatProcess, ChatTerminal, Node};
+use pd_e2e::{ChatHome, ChatProcess, ChatTerminal};
 use pd_proto::{Address, SecretKey};
 
-use super::{home, start_node};
+use super::{start_node, user};
 
 /// The bound on leaving the issue sets (5 s for the goodbyes and the withdrawal), with room
 /// for a loaded machine.
 const PROMPT_EXIT: Duration = Duration::from_secs(6);
-
-fn user(address: &str, node: &Node) -> ChatHome {
-    let home = home();
-    home.register(address, node);
-    home
-}
 
 fn listen_piped(home: &ChatHome) -> ChatProcess {
     let process = ChatProcess::start(home, &["listen", "--bind", "127.0.0.1:0"])

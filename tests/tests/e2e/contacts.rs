@@ -4,15 +4,9 @@
 
 use std::time::Duration;
 
-use pd_e2e::{ChatHome, ChatProcess, Node};
+use pd_e2e::ChatProcess;
 
-use super::{home, start_node};
-
-fn user(address: &str, node: &Node) -> ChatHome {
-    let home = home();
-    home.register(address, node);
-    home
-}
+use super::{start_node, user};
 
 #[test]
 fn with_the_home_node_down_stored_answers_keep_conversations_going() {

@@ -8,25 +8,12 @@ use chat::peer::cert::IdentityCert;
 use chat::peer::frame::Frame;
 use chat::peer::session;
 use futures::{SinkExt as _, StreamExt as _};
-use pd_e2e::{ChatHome, ChatProcess, ChatTerminal};
+use pd_e2e::{ChatProcess, ChatTerminal};
 use pd_proto::group::{ChangeKind, GroupChange, GroupId, GroupLine, Member};
-use pd_proto::{Address, Endpoint, SecretKey, Signed};
+use pd_proto::{SecretKey, Signed};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{listen, pair, start_node, user};
-
-fn key_of(home: &ChatHome) -> SecretKey {
-    let text = std::fs::read_to_string(home.path().join("identity.key")).unwrap();
-    SecretKey::from_text(&text).unwrap()
-}
-
-fn addr(s: &str) -> Address {
-    Address::parse(s).unwrap()
-}
-
-fn endpoint(port: u16) -> Endpoint {
-    Endpoint::parse(&format!("tcp://127.0.0.1:{port}")).unwrap()
-}
+use super::{addr, endpoint, key_of, listen, pair, start_node, user};
 
 /// How often `needle` occurs in `text`.
 fn count(text: &str, needle: &str) -> usize {

@@ -84,3 +84,19 @@ pub(crate) fn listen(home: &ChatHome, extra: &[&str]) -> ChatProcess {
     process.wait_stderr("; published");
     process
 }
+
+/// The identity key of a chat home.
+pub(crate) fn key_of(home: &ChatHome) -> pd_proto::SecretKey {
+    let text = std::fs::read_to_string(home.path().join("identity.key")).unwrap();
+    pd_proto::SecretKey::from_text(&text).unwrap()
+}
+
+/// An address known to be valid.
+pub(crate) fn addr(s: &str) -> pd_proto::Address {
+    pd_proto::Address::parse(s).unwrap()
+}
+
+/// The `tcp://` endpoint of a loopback port.
+pub(crate) fn endpoint(port: u16) -> pd_proto::Endpoint {
+    pd_proto::Endpoint::parse(&format!("tcp://127.0.0.1:{port}")).unwrap()
+}

@@ -11,29 +11,16 @@ use chat::peer::frame::Frame;
 use chat::peer::session;
 use futures::StreamExt as _;
 use pd_e2e::{ChatHome, ChatProcess};
-use pd_proto::{Address, Endpoint, PublicKey, SecretKey};
+use pd_proto::{PublicKey, SecretKey};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{Pair, listen, pair, user};
+use super::{Pair, addr, endpoint, key_of, listen, pair, user};
 
 fn connect(home: &ChatHome, address: &str) -> ChatProcess {
     let process =
         ChatProcess::start(home, &["connect", address]).expect("failed to start chat connect");
     process.wait_stderr(&format!("connected to {address}"));
     process
-}
-
-fn key_of(home: &ChatHome) -> SecretKey {
-    let text = std::fs::read_to_string(home.path().join("identity.key")).unwrap();
-    SecretKey::from_text(&text).unwrap()
-}
-
-fn addr(s: &str) -> Address {
-    Address::parse(s).unwrap()
-}
-
-fn endpoint(port: u16) -> Endpoint {
-    Endpoint::parse(&format!("tcp://127.0.0.1:{port}")).unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -13,33 +13,10 @@ use std::time::{Duration, Instant};
 
 use chat::peer::cert::IdentityCert;
 use chat::peer::session;
-use pd_e2e::{ChatHome, ChatProcess, Node, NodeOptions, federated_pair};
+use pd_e2e::{ChatHome, ChatProcess, Node, NodeOptions};
 use pd_proto::{Address, SecretKey};
 
-use super::home;
-
-struct Pair {
-    a: Node,
-    b: Node,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-fn pair() -> Pair {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = federated_pair((da.path(), "a.test"), (db.path(), "b.test"))
-        .expect("failed to start two federated nodes");
-    Pair {
-        a,
-        b,
-        _dirs: (da, db),
-    }
-}
-
-fn user(address: &str, node: &Node) -> ChatHome {
-    let home = home();
-    home.register(address, node);
-    home
-}
+use super::{home, pair, user};
 
 /// A port nothing listens on.
 fn closed_port() -> u16 {
