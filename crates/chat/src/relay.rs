@@ -14,7 +14,7 @@ use pd_proto::relay::{
 };
 use pd_proto::{Address, Endpoint, ProblemType, PublicKey, paths};
 use rustls::pki_types::ServerName;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -94,13 +94,17 @@ pub(crate) struct Relayed {
 
 /// Holds a slot on the home node's relay for as long as it runs: takes it, answers pings,
 /// takes every conversation offered and passes it to `incoming`, and takes a new slot with
-/// backoff when it is lost. Tells the user what happens through `events` (notices).
+/// backoff when it is lost. Tells the user what happens through `events` (notices), and
+/// `held` once the first slot is taken (so that the endpoint is published only when it
+/// leads somewhere).
 pub(crate) async fn hold_slot(
     account: Arc<Account>,
     relay: RelayEndpoint,
     incoming: mpsc::Sender<Relayed>,
     events: mpsc::Sender<Event>,
+    held: oneshot::Sender<()>,
 ) {
+    let mut held = Some(held);
     let server = account.server().clone();
     let address = account.address().to_string();
     let slot_url = relay_url(&server, &paths::fill(paths::RELAY_SLOT, &address));
@@ -145,6 +149,9 @@ pub(crate) async fn hold_slot(
             }
         };
         fresh_token = false;
+        if let Some(held) = held.take() {
+            let _ = held.send(());
+        }
         let notice = if was_up {
             format!("re-established the relay slot on {name}; reachable through it again")
         } else {

@@ -16,7 +16,7 @@ use pd_client::{ClientError, LookupMode};
 use pd_proto::wire::{PublishResponse, Source};
 use pd_proto::{Address, Endpoint, ProblemType};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::TlsAcceptor;
@@ -44,6 +44,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before retrying a failed publication.
 const REPUBLISH_RETRY: Duration = Duration::from_secs(30);
+
+/// How long the first publication waits for the relay slot to be held.
+const SLOT_WAIT: Duration = Duration::from_secs(3);
 
 /// One open conversation.
 #[derive(Debug)]
@@ -177,6 +180,34 @@ pub(crate) async fn listen(
         }
     };
     let shown: Vec<&str> = endpoints.iter().map(Endpoint::as_str).collect();
+    let (events_tx, mut events) = mpsc::channel::<Event>(256);
+    // The relay slot, held for as long as the listener runs; it hands over the
+    // conversations it takes. Taken before the first publication, so that a peer who
+    // finds the relay endpoint finds the slot held (waiting a bounded time: a relay that
+    // does not answer yet must not keep the direct endpoints unpublished).
+    let (relayed_tx, mut relayed) = mpsc::channel::<Relayed>(16);
+    let mut slot = JoinSet::new();
+    if let Some(endpoint) = relay_endpoint {
+        let (held_tx, held) = oneshot::channel();
+        slot.spawn(relay::hold_slot(
+            Arc::clone(&account),
+            endpoint,
+            relayed_tx,
+            events_tx.clone(),
+            held_tx,
+        ));
+        tokio::select! {
+            _ = held => {}
+            () = tokio::time::sleep(SLOT_WAIT) => console.status(format!(
+                "no relay slot held after {} s; publishing anyway (it is retried)",
+                SLOT_WAIT.as_secs()
+            )),
+            signal = signals.recv() => {
+                slot.shutdown().await;
+                return Err(interrupted(signal, "stopped before listening".into()));
+            }
+        }
+    }
     let first = tokio::select! {
         first = account.publish(&endpoints, options.ttl) => first,
         signal = signals.recv() => {
@@ -235,25 +266,12 @@ pub(crate) async fn listen(
 
     let known = Arc::new(KnownPeers::new(account.home().clone()));
     let allow = Arc::new(options.allow.clone());
-    let (events_tx, mut events) = mpsc::channel::<Event>(256);
     let mut tasks = JoinSet::new();
     let mut conversations = Conversations {
         console: input != InputMode::None,
         ..Conversations::default()
     };
     let mut next_id = 0_u64;
-    // The relay slot, held for as long as the listener runs; it hands over the
-    // conversations it takes.
-    let (relayed_tx, mut relayed) = mpsc::channel::<Relayed>(16);
-    let mut slot = JoinSet::new();
-    if let Some(endpoint) = relay_endpoint {
-        slot.spawn(relay::hold_slot(
-            Arc::clone(&account),
-            endpoint,
-            relayed_tx,
-            events_tx.clone(),
-        ));
-    }
 
     let leave = loop {
         tokio::select! {
