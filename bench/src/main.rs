@@ -1,20 +1,29 @@
-//! `pd-bench`: lookups per second of the real node against the bare HTTP stack, both
-//! measured in the same run, reported as a ratio.
+//! `pd-bench`: the node's figures, each next to a baseline measured in the same run, printed
+//! as tables and written to a JSON file.
 //!
-//! For each scenario (lookups with a session token, public lookups) it starts a node with
+//! Sections (all by default, `--sections` picks some; `--quick` is a short smoke run):
+//! - `lookups`: lookups per second of the real node against the bare HTTP stack, in-process;
+//! - `publishes`: durable signed presence publishes per second through the node's HTTP API,
+//!   sequential and concurrent, on SQLite and PostgreSQL, next to the disk's fsync rate.
+//!
+//! For each lookup scenario (lookups with a session token, public lookups) it starts a node with
 //! one published user and a bare axum server answering the same bytes, then runs closed-loop
 //! load against each in alternating rounds, so that noise from the rest of the machine falls
 //! on both. The servers run on one runtime (a thread per core), the load generator on
 //! another.
 
 mod load;
+mod publish;
+mod report;
 mod setup;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use pd_server::config::{LogFormat, LookupAccess};
+use serde_json::json;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::load::{RoundResult, Target};
@@ -46,6 +55,41 @@ struct Cli {
     /// stderr), as the `pd-server` binary does. Off by default: no subscriber at all.
     #[arg(long)]
     node_logging: bool,
+    /// A short smoke run: rounds of 1 s, one round, 200 ms warm-up, whatever else is given.
+    #[arg(long)]
+    quick: bool,
+    /// The sections to run (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',', default_values_t = [Section::Lookups, Section::Publishes])]
+    sections: Vec<Section>,
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "pd-bench.json")]
+    json: PathBuf,
+    /// Concurrent clients of the concurrent publish run, each with its own account.
+    #[arg(long, default_value_t = 64)]
+    publish_clients: usize,
+    /// A PostgreSQL server for the publish runs on PostgreSQL (`.ci/postgres.sh start` gives
+    /// one); without it those runs are skipped and the report says so.
+    #[arg(long, env = "PD_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    /// Local lookups, in-process load against the node and the bare stack.
+    Lookups,
+    /// Durable publishes on SQLite and PostgreSQL, and the disk's fsync rate.
+    Publishes,
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Section::Lookups => "lookups",
+            Section::Publishes => "publishes",
+        };
+        f.write_str(name)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +144,12 @@ impl Summary {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.quick {
+        cli.duration = Duration::from_secs(1);
+        cli.rounds = 1;
+        cli.warmup = Duration::from_millis(200);
+    }
     ensure!(cli.connections > 0, "--connections must be at least 1");
     ensure!(cli.rounds > 0, "--rounds must be at least 1");
     ensure!(
@@ -132,9 +181,108 @@ fn main() -> anyhow::Result<()> {
         cli.client_threads,
         if cli.node_logging { "on" } else { "off" },
     );
+    let mut figures = serde_json::Map::new();
+    figures.insert(
+        "settings".into(),
+        json!({
+            "duration_s": cli.duration.as_secs_f64(),
+            "rounds": cli.rounds,
+            "warmup_s": cli.warmup.as_secs_f64(),
+            "connections": cli.connections,
+            "cores": cores,
+            "quick": cli.quick,
+        }),
+    );
+    let mut errors = 0;
+    if cli.sections.contains(&Section::Publishes) {
+        errors += publishes(&cli, &servers, &mut figures)?;
+    }
+    if cli.sections.contains(&Section::Lookups) {
+        errors += lookups(&cli, &servers, &clients, &mut figures)?;
+    }
+    report::write_json(&cli.json, &serde_json::Value::Object(figures))?;
+    println!();
+    println!("figures written to {}", cli.json.display());
+    if errors > 0 {
+        bail!("{errors} requests failed or were not answered 200; the figures are not valid");
+    }
+    Ok(())
+}
+
+/// The publish section: prints its table, adds its figures, returns the failed publishes.
+fn publishes(
+    cli: &Cli,
+    servers: &Runtime,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<u64> {
+    println!();
+    println!(
+        "publishes: signed presence records, PUT through the node's HTTP API, counted when \
+         answered (after commit); 1 and {} clients, {} each",
+        cli.publish_clients,
+        humantime::format_duration(cli.duration),
+    );
+    let mut stores = vec![publish::Store::Sqlite];
+    match &cli.postgres_url {
+        Some(url) => stores.push(publish::Store::Postgres(url.clone())),
+        None => println!("  postgres: skipped (no --postgres-url / PD_TEST_POSTGRES_URL)"),
+    }
+    let (fsync, results) = publish::section(
+        servers,
+        &stores,
+        cli.publish_clients,
+        cli.warmup,
+        cli.duration,
+    )?;
+    println!();
+    println!(
+        "{:<10} {:>8} {:>13} {:>8} {:>8} {:>10} {:>7}",
+        "store", "clients", "publishes/s", "p50 us", "p99 us", "÷ fsync/s", "errors"
+    );
+    let mut runs = Vec::new();
+    for r in &results {
+        println!(
+            "{:<10} {:>8} {:>13.0} {:>8} {:>8} {:>10.2} {:>7}",
+            r.store,
+            r.clients,
+            r.per_second(),
+            r.latency.p50,
+            r.latency.p99,
+            r.per_second() / fsync,
+            r.errors
+        );
+        runs.push(json!({
+            "store": r.store,
+            "clients": r.clients,
+            "publishes_per_s": r.per_second(),
+            "p50_us": r.latency.p50,
+            "p99_us": r.latency.p99,
+            "ratio_to_fsync_rate": r.per_second() / fsync,
+            "errors": r.errors,
+        }));
+    }
+    println!("fsync baseline: {fsync:.0} write+fdatasync/s in the same data directory");
+    figures.insert(
+        "publishes".into(),
+        json!({
+            "fsync_per_s": fsync,
+            "postgres": if cli.postgres_url.is_some() { "measured" } else { "skipped" },
+            "runs": runs,
+        }),
+    );
+    Ok(results.iter().map(|r| r.errors).sum())
+}
+
+/// The in-process lookup section: prints its table, adds its figures, returns the errors.
+fn lookups(
+    cli: &Cli,
+    servers: &Runtime,
+    clients: &Runtime,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<u64> {
     let mut summaries = Vec::new();
     for scenario in SCENARIOS {
-        summaries.push(run_scenario(&cli, scenario, &servers, &clients)?);
+        summaries.push(run_scenario(cli, scenario, servers, clients)?);
     }
     println!();
     println!(
@@ -163,11 +311,21 @@ fn main() -> anyhow::Result<()> {
             users.ratio() / public.ratio()
         );
     }
-    let errors: u64 = summaries.iter().map(|s| s.errors).sum();
-    if errors > 0 {
-        bail!("{errors} requests failed or were not answered 200; the figures are not valid");
-    }
-    Ok(())
+    let scenarios: Vec<_> = summaries
+        .iter()
+        .map(|s| {
+            json!({
+                "scenario": s.scenario.name,
+                "baseline_rps": s.baseline_rps,
+                "node_rps": s.node_rps,
+                "ratio": s.ratio(),
+                "pair_ratios": s.pair_ratios,
+                "errors": s.errors,
+            })
+        })
+        .collect();
+    figures.insert("lookups_in_process".into(), json!(scenarios));
+    Ok(summaries.iter().map(|s| s.errors).sum())
 }
 
 fn run_scenario(
