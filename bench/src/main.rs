@@ -4,7 +4,9 @@
 //! Sections (all by default, `--sections` picks some; `--quick` is a short smoke run):
 //! - `lookups`: lookups per second of the real node against the bare HTTP stack, in-process;
 //! - `publishes`: durable signed presence publishes per second through the node's HTTP API,
-//!   sequential and concurrent, on SQLite and PostgreSQL, next to the disk's fsync rate.
+//!   sequential and concurrent, on SQLite and PostgreSQL, next to the disk's fsync rate;
+//! - `external`: `wrk` pinned to one core against `pd-server` processes and the bare floor
+//!   `pd-floor` pinned to the other, with the server's CPU time per request.
 //!
 //! For each lookup scenario (lookups with a session token, public lookups) it starts a node with
 //! one published user and a bare axum server answering the same bytes, then runs closed-loop
@@ -12,6 +14,7 @@
 //! on both. The servers run on one runtime (a thread per core), the load generator on
 //! another.
 
+mod external;
 mod load;
 mod publish;
 mod report;
@@ -59,8 +62,14 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// The sections to run (comma-separated); all by default.
-    #[arg(long, value_delimiter = ',', default_values_t = [Section::Lookups, Section::Publishes])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Section::Publishes, Section::External, Section::Lookups])]
     sections: Vec<Section>,
+    /// Connections of `wrk` in the external section.
+    #[arg(long, default_value_t = 64)]
+    wrk_connections: usize,
+    /// Length of each round of the external section.
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    wrk_duration: Duration,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "pd-bench.json")]
     json: PathBuf,
@@ -80,6 +89,8 @@ enum Section {
     Lookups,
     /// Durable publishes on SQLite and PostgreSQL, and the disk's fsync rate.
     Publishes,
+    /// `wrk` and the server processes pinned to a core each; CPU time per request.
+    External,
 }
 
 impl std::fmt::Display for Section {
@@ -87,6 +98,7 @@ impl std::fmt::Display for Section {
         let name = match self {
             Section::Lookups => "lookups",
             Section::Publishes => "publishes",
+            Section::External => "external",
         };
         f.write_str(name)
     }
@@ -149,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         cli.duration = Duration::from_secs(1);
         cli.rounds = 1;
         cli.warmup = Duration::from_millis(200);
+        cli.wrk_duration = Duration::from_secs(1);
     }
     ensure!(cli.connections > 0, "--connections must be at least 1");
     ensure!(cli.rounds > 0, "--rounds must be at least 1");
@@ -196,6 +209,9 @@ fn main() -> anyhow::Result<()> {
     let mut errors = 0;
     if cli.sections.contains(&Section::Publishes) {
         errors += publishes(&cli, &servers, &mut figures)?;
+    }
+    if cli.sections.contains(&Section::External) {
+        errors += external(&cli, &clients, &mut figures)?;
     }
     if cli.sections.contains(&Section::Lookups) {
         errors += lookups(&cli, &servers, &clients, &mut figures)?;
@@ -271,6 +287,97 @@ fn publishes(
         }),
     );
     Ok(results.iter().map(|r| r.errors).sum())
+}
+
+/// The external load generator section: prints its table, adds its figures, returns the
+/// failed requests.
+fn external(
+    cli: &Cli,
+    runtime: &Runtime,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<u64> {
+    println!();
+    println!(
+        "external: wrk (1 thread, {} connections) on core 0, the server on core 1, rounds of {}; \
+         cpu us/req = server utime+stime / requests",
+        cli.wrk_connections,
+        humantime::format_duration(cli.wrk_duration),
+    );
+    let results = external::section(
+        runtime,
+        external::Load {
+            connections: cli.wrk_connections,
+            duration: cli.wrk_duration,
+            warmup: cli.warmup.max(Duration::from_secs(1)),
+            rounds: cli.rounds,
+        },
+    )?;
+    println!();
+    println!(
+        "{:<36} {:>11} {:>10} {:>8} {:>12} {:>12} {:>10}",
+        "target (medians)",
+        "floor req/s",
+        "node req/s",
+        "÷ floor",
+        "node cpu us",
+        "floor cpu us",
+        "p99 ÷ floor"
+    );
+    let mut out = Vec::new();
+    let mut errors = 0;
+    for t in &results {
+        let med = |rounds: &[external::WrkRound], f: fn(&external::WrkRound) -> f64| {
+            median(rounds.iter().map(f).collect())
+        };
+        let pairs: Vec<f64> = t
+            .floor
+            .iter()
+            .zip(&t.node)
+            .map(|(f, n)| n.rps / f.rps)
+            .collect();
+        let ratio = median(pairs.clone());
+        let p99_ratio = med(&t.node, |r| r.p99_us) / med(&t.floor, |r| r.p99_us);
+        let node_cpu = med(&t.node, |r| r.cpu_us_per_request);
+        let floor_cpu = med(&t.floor, |r| r.cpu_us_per_request);
+        println!(
+            "{:<36} {:>11.0} {:>10.0} {:>8.3} {:>12.2} {:>12.2} {:>10.2}",
+            t.name,
+            med(&t.floor, |r| r.rps),
+            med(&t.node, |r| r.rps),
+            ratio,
+            node_cpu,
+            floor_cpu,
+            p99_ratio,
+        );
+        let rounds = |rounds: &[external::WrkRound]| -> Vec<serde_json::Value> {
+            rounds
+                .iter()
+                .map(|r| {
+                    json!({
+                        "rps": r.rps, "requests": r.requests, "p50_us": r.p50_us,
+                        "p99_us": r.p99_us, "cpu_us_per_request": r.cpu_us_per_request,
+                        "errors": r.errors,
+                    })
+                })
+                .collect()
+        };
+        errors += t.floor.iter().chain(&t.node).map(|r| r.errors).sum::<u64>();
+        out.push(json!({
+            "target": t.name,
+            "body_bytes": t.body_bytes,
+            "ratio": ratio,
+            "pair_ratios": pairs,
+            "cpu_ratio": node_cpu / floor_cpu,
+            "p99_ratio": p99_ratio,
+            "floor": rounds(&t.floor),
+            "node": rounds(&t.node),
+        }));
+    }
+    println!(
+        "÷ floor: median of the per-round ratios; targets: >= 0.85 (bearer >= 0.8), p99 within 1.5x"
+    );
+    figures.insert("external".into(), json!(out));
+    Ok(errors)
 }
 
 /// The in-process lookup section: prints its table, adds its figures, returns the errors.
