@@ -21,6 +21,7 @@ use tokio::runtime::Runtime;
 use url::Url;
 
 use crate::load::{self, Target};
+use crate::report::Percentiles;
 
 /// The core `wrk` runs on; the servers get [`SERVER_CORE`].
 const WRK_CORE: &str = "0";
@@ -305,7 +306,7 @@ fn write_config(dir: &Path, name: &str, access: &str) -> anyhow::Result<PathBuf>
             "lookup_access = \"{access}\"\n\
              [rate_limit]\nwrites_per_second = 1000000\nburst = 1000000\n\
              lookups_per_second = 1000000\nlookup_burst = 1000000\n\
-             [limits]\nmax_connections_per_ip = 4096\n\
+             [limits]\nmax_connections = 8192\nmax_connections_per_ip = 8192\n\
              [federation]\nupstream_lookups_per_second = 1000000\nupstream_lookup_burst = 1000000\n"
         ),
     )
@@ -315,7 +316,12 @@ fn write_config(dir: &Path, name: &str, access: &str) -> anyhow::Result<PathBuf>
 
 /// Runs the external section: starts the nodes, prepares the user, then for each target
 /// alternates `wrk` rounds against the floor and the node.
-pub(crate) fn section(runtime: &Runtime, load: Load) -> anyhow::Result<Vec<TargetResult>> {
+pub(crate) fn section(
+    runtime: &Runtime,
+    load: Load,
+    cold_samples: usize,
+    herd: usize,
+) -> anyhow::Result<(Vec<TargetResult>, ColdResult)> {
     let tck = clock_ticks()?;
     let floor_bin = sibling_binary("pd-floor")?;
     let dir = tempfile::tempdir_in(crate::publish::bench_tmp_dir())
@@ -449,8 +455,19 @@ pub(crate) fn section(runtime: &Runtime, load: Load) -> anyhow::Result<Vec<Targe
         }
         results.push(result);
     }
+    println!();
+    println!(
+        "cold remote lookups: {cold_samples} fresh addresses, then {herd} concurrent lookups of one"
+    );
+    let cold = runtime.block_on(cold(
+        home.addr(),
+        &home.url(),
+        front.addr(),
+        cold_samples,
+        herd,
+    ))?;
     drop((home, front, users_node));
-    Ok(results)
+    Ok((results, cold))
 }
 
 /// A binary of this package next to the running one (`cargo build -p pd-bench --bins`).
@@ -486,4 +503,129 @@ mod tests {
         assert_eq!(errors, 8);
         assert!(parse_wrk("nothing here").is_err());
     }
+}
+
+/// Cold remote lookups through the front node.
+#[derive(Debug, Clone)]
+pub(crate) struct ColdResult {
+    /// Lookups of a different cold address each.
+    pub(crate) samples: usize,
+    /// Median and 99th percentile of one direct lookup at the home node (one upstream round
+    /// trip's worth), and of the cold lookup through the front node, in microseconds.
+    pub(crate) direct: Percentiles,
+    pub(crate) cold: Percentiles,
+    /// Median and 99th percentile of (cold - direct) per address.
+    pub(crate) added: Percentiles,
+    /// Concurrent lookups of one cold address, all answered 200.
+    pub(crate) herd: usize,
+    pub(crate) herd_ok: usize,
+    pub(crate) herd_elapsed: Duration,
+    /// Lookups the home node counted while the herd ran.
+    pub(crate) herd_upstream_lookups: u64,
+    /// Upstream requests the front node counted while the herd ran.
+    pub(crate) herd_upstream_requests: u64,
+}
+
+/// The sum of the counters named `name` (all label sets) in a node's `/metrics`.
+async fn counter(addr: std::net::SocketAddr, name: &str) -> anyhow::Result<u64> {
+    let answer = load::fetch(&Target::get(addr, pd_proto::paths::METRICS, None)).await?;
+    ensure!(answer.status == 200, "/metrics answered {}", answer.status);
+    let text = String::from_utf8_lossy(&answer.body);
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            sum += value;
+        }
+    }
+    Ok(sum as u64)
+}
+
+/// Measures cold remote lookups: for `samples` fresh addresses of the home node, one lookup
+/// at the home node over a kept-alive connection, then the first lookup of the address
+/// through the front node; then `herd` concurrent first lookups of one more fresh address
+/// through the front node, counting the lookups the home node served meanwhile.
+async fn cold(
+    home: std::net::SocketAddr,
+    home_url: &str,
+    front: std::net::SocketAddr,
+    samples: usize,
+    herd: usize,
+) -> anyhow::Result<ColdResult> {
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let mut direct_conn = load::Conn::connect(home).await?;
+    let mut front_conn = load::Conn::connect(front).await?;
+    let (mut direct, mut cold, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..samples {
+        let address = format!("cold{tag}n{i}@{HOME}");
+        prepare_user(home_url, &address).await?;
+        let path = format!("/v1/lookup/{address}");
+        let t = std::time::Instant::now();
+        let a = direct_conn
+            .exchange(&Target::get(home, &path, None), false)
+            .await?;
+        let d = t.elapsed();
+        let t = std::time::Instant::now();
+        let b = front_conn
+            .exchange(&Target::get(front, &path, None), false)
+            .await?;
+        let c = t.elapsed();
+        ensure!(
+            a.status == 200 && b.status == 200,
+            "cold lookup of {address}: home answered {}, front answered {}",
+            a.status,
+            b.status
+        );
+        let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        direct.push(us(d));
+        cold.push(us(c));
+        added.push(us(c.saturating_sub(d)));
+    }
+    let address = format!("herd{tag}@{HOME}");
+    prepare_user(home_url, &address).await?;
+    let target = Target::get(front, &format!("/v1/lookup/{address}"), None);
+    let mut conns = Vec::with_capacity(herd);
+    for _ in 0..herd {
+        conns.push(load::Conn::connect(front).await?);
+    }
+    let before = counter(home, "pd_lookups_total").await?;
+    let front_before = counter(front, "pd_federation_lookup_upstream_requests_total").await?;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(herd + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut conn in conns {
+        let target = target.clone();
+        let barrier = std::sync::Arc::clone(&barrier);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            conn.exchange(&target, false).await.map(|a| a.status)
+        });
+    }
+    barrier.wait().await;
+    let start = std::time::Instant::now();
+    let mut ok = 0;
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Ok(200)) = joined {
+            ok += 1;
+        }
+    }
+    let herd_elapsed = start.elapsed();
+    // The counter request itself is not a lookup.
+    let after = counter(home, "pd_lookups_total").await?;
+    let front_after = counter(front, "pd_federation_lookup_upstream_requests_total").await?;
+    Ok(ColdResult {
+        samples,
+        direct: Percentiles::of(direct),
+        cold: Percentiles::of(cold),
+        added: Percentiles::of(added),
+        herd,
+        herd_ok: ok,
+        herd_elapsed,
+        herd_upstream_lookups: after - before,
+        herd_upstream_requests: front_after - front_before,
+    })
 }

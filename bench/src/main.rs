@@ -70,6 +70,12 @@ struct Cli {
     /// Length of each round of the external section.
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     wrk_duration: Duration,
+    /// Cold remote lookups timed in the external section, a fresh address each.
+    #[arg(long, default_value_t = 200)]
+    cold_samples: usize,
+    /// Concurrent lookups of one cold address in the external section.
+    #[arg(long, default_value_t = 1000)]
+    herd: usize,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "pd-bench.json")]
     json: PathBuf,
@@ -162,6 +168,7 @@ fn main() -> anyhow::Result<()> {
         cli.rounds = 1;
         cli.warmup = Duration::from_millis(200);
         cli.wrk_duration = Duration::from_secs(1);
+        cli.cold_samples = cli.cold_samples.min(20);
     }
     ensure!(cli.connections > 0, "--connections must be at least 1");
     ensure!(cli.rounds > 0, "--rounds must be at least 1");
@@ -303,7 +310,11 @@ fn external(
         cli.wrk_connections,
         humantime::format_duration(cli.wrk_duration),
     );
-    let results = external::section(
+    ensure!(
+        cli.cold_samples > 0 && cli.herd > 0,
+        "--cold-samples and --herd must be at least 1"
+    );
+    let (results, cold) = external::section(
         runtime,
         external::Load {
             connections: cli.wrk_connections,
@@ -311,7 +322,45 @@ fn external(
             warmup: cli.warmup.max(Duration::from_secs(1)),
             rounds: cli.rounds,
         },
+        cli.cold_samples,
+        cli.herd,
     )?;
+    println!();
+    println!(
+        "cold remote lookup ({} addresses)     p50 us   p99 us",
+        cold.samples
+    );
+    for (name, p) in [
+        ("direct at the home node (1 round trip)", cold.direct),
+        ("first lookup through the front node", cold.cold),
+        ("added over the round trip", cold.added),
+    ] {
+        println!("  {name:<40} {:>7} {:>8}", p.p50, p.p99);
+    }
+    println!(
+        "  {} concurrent lookups of one cold address: {} answered 200 in {:.1} ms; \
+         the front node sent {} upstream request(s), the home node served {} lookup(s) \
+         (target: 1)",
+        cold.herd,
+        cold.herd_ok,
+        cold.herd_elapsed.as_secs_f64() * 1e3,
+        cold.herd_upstream_requests,
+        cold.herd_upstream_lookups
+    );
+    figures.insert(
+        "cold_remote".into(),
+        json!({
+            "samples": cold.samples,
+            "direct_us": cold.direct,
+            "cold_us": cold.cold,
+            "added_us": cold.added,
+            "herd": cold.herd,
+            "herd_ok": cold.herd_ok,
+            "herd_ms": cold.herd_elapsed.as_secs_f64() * 1e3,
+            "herd_upstream_lookups": cold.herd_upstream_lookups,
+            "herd_upstream_requests": cold.herd_upstream_requests,
+        }),
+    );
     println!();
     println!(
         "{:<36} {:>11} {:>10} {:>8} {:>12} {:>12} {:>10}",
@@ -377,7 +426,7 @@ fn external(
         "÷ floor: median of the per-round ratios; targets: >= 0.85 (bearer >= 0.8), p99 within 1.5x"
     );
     figures.insert("external".into(), json!(out));
-    Ok(errors)
+    Ok(errors + (cold.herd - cold.herd_ok) as u64)
 }
 
 /// The in-process lookup section: prints its table, adds its figures, returns the errors.
