@@ -108,7 +108,7 @@ impl Drop for Floor {
 }
 
 /// `utime + stime` of `pid` in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("failed to read /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; the fields after it do not.
@@ -129,7 +129,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`).
-fn clock_ticks() -> anyhow::Result<f64> {
+pub(crate) fn clock_ticks() -> anyhow::Result<f64> {
     let out = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -141,7 +141,7 @@ fn clock_ticks() -> anyhow::Result<f64> {
 }
 
 /// Pins every thread of `pid` to the server core.
-fn pin(pid: u32) -> anyhow::Result<()> {
+pub(crate) fn pin(pid: u32) -> anyhow::Result<()> {
     let status = Command::new("taskset")
         .args(["-a", "-p", "-c", SERVER_CORE, &pid.to_string()])
         .stdout(Stdio::null())
@@ -151,10 +151,12 @@ fn pin(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `wrk` against `url` pinned to its core, one thread, `connections` connections.
+/// Runs `wrk` against `url` pinned to its core, one thread, `connections` connections, with
+/// `script` (Lua) choosing each request when given.
 fn wrk(
     url: &str,
     token: Option<&str>,
+    script: Option<&Path>,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<String> {
@@ -163,6 +165,9 @@ fn wrk(
         .args(["-c", WRK_CORE, "wrk", "-t1", "--latency"])
         .arg(format!("-c{connections}"))
         .arg(format!("-d{}s", duration.as_secs().max(1)));
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
     if let Some(token) = token {
         command
             .arg("-H")
@@ -229,16 +234,17 @@ fn parse_wrk(text: &str) -> anyhow::Result<(f64, u64, f64, f64, u64)> {
 }
 
 /// One `wrk` round against the server `pid`, with its CPU time per request.
-fn round(
+pub(crate) fn round(
     pid: u32,
     url: &str,
     token: Option<&str>,
+    script: Option<&Path>,
     connections: usize,
     duration: Duration,
     tck: f64,
 ) -> anyhow::Result<WrkRound> {
     let before = cpu_ticks(pid)?;
-    let text = wrk(url, token, connections, duration)?;
+    let text = wrk(url, token, script, connections, duration)?;
     let after = cpu_ticks(pid)?;
     let (rps, requests, p50_us, p99_us, errors) = parse_wrk(&text)?;
     let cpu_s = (after - before) as f64 / tck;
@@ -298,7 +304,7 @@ async fn prepare_user(url: &str, address: &str) -> anyhow::Result<String> {
 
 /// The node configuration: the load comes from one address (loopback), so the per-client
 /// limits are raised out of the way, as in `pd-soak`.
-fn write_config(dir: &Path, name: &str, access: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_config(dir: &Path, name: &str, access: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     std::fs::write(
         &path,
@@ -415,6 +421,7 @@ pub(crate) fn section(
             floor.child.id(),
             &floor_url,
             token,
+            None,
             load.connections,
             load.warmup,
             tck,
@@ -423,6 +430,7 @@ pub(crate) fn section(
             node_pid,
             &node_url,
             token,
+            None,
             load.connections,
             load.warmup,
             tck,
@@ -441,7 +449,7 @@ pub(crate) fn section(
                 } else {
                     (node_pid, &node_url, "node")
                 };
-                let w = round(pid, url, token, load.connections, load.duration, tck)?;
+                let w = round(pid, url, token, None, load.connections, load.duration, tck)?;
                 println!(
                     "{r:>5} {side:<6} {:>10.0} {:>9.0} {:>9.0} {:>13.2} {:>7}",
                     w.rps, w.p50_us, w.p99_us, w.cpu_us_per_request, w.errors

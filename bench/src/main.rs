@@ -6,7 +6,10 @@
 //! - `publishes`: durable signed presence publishes per second through the node's HTTP API,
 //!   sequential and concurrent, on SQLite and PostgreSQL, next to the disk's fsync rate;
 //! - `external`: `wrk` pinned to one core against `pd-server` processes and the bare floor
-//!   `pd-floor` pinned to the other, with the server's CPU time per request.
+//!   `pd-floor` pinned to the other, with the server's CPU time per request; cold remote
+//!   lookups;
+//! - `scale`: a node on a store filled with 10,000 and 1,000,000 users: start-up time,
+//!   lookups of random users, resident memory.
 //!
 //! For each lookup scenario (lookups with a session token, public lookups) it starts a node with
 //! one published user and a bare axum server answering the same bytes, then runs closed-loop
@@ -18,6 +21,7 @@ mod external;
 mod load;
 mod publish;
 mod report;
+mod scale;
 mod setup;
 
 use std::path::PathBuf;
@@ -62,7 +66,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// The sections to run (comma-separated); all by default.
-    #[arg(long, value_delimiter = ',', default_values_t = [Section::Publishes, Section::External, Section::Lookups])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Section::Publishes, Section::External, Section::Scale, Section::Lookups])]
     sections: Vec<Section>,
     /// Connections of `wrk` in the external section.
     #[arg(long, default_value_t = 64)]
@@ -76,6 +80,9 @@ struct Cli {
     /// Concurrent lookups of one cold address in the external section.
     #[arg(long, default_value_t = 1000)]
     herd: usize,
+    /// Numbers of users of the scale section.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000, 1_000_000])]
+    scale_users: Vec<usize>,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "pd-bench.json")]
     json: PathBuf,
@@ -97,6 +104,8 @@ enum Section {
     Publishes,
     /// `wrk` and the server processes pinned to a core each; CPU time per request.
     External,
+    /// A node on a store filled with many users.
+    Scale,
 }
 
 impl std::fmt::Display for Section {
@@ -105,6 +114,7 @@ impl std::fmt::Display for Section {
             Section::Lookups => "lookups",
             Section::Publishes => "publishes",
             Section::External => "external",
+            Section::Scale => "scale",
         };
         f.write_str(name)
     }
@@ -169,6 +179,7 @@ fn main() -> anyhow::Result<()> {
         cli.warmup = Duration::from_millis(200);
         cli.wrk_duration = Duration::from_secs(1);
         cli.cold_samples = cli.cold_samples.min(20);
+        cli.scale_users = vec![1_000, 10_000];
     }
     ensure!(cli.connections > 0, "--connections must be at least 1");
     ensure!(cli.rounds > 0, "--rounds must be at least 1");
@@ -219,6 +230,9 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.sections.contains(&Section::External) {
         errors += external(&cli, &clients, &mut figures)?;
+    }
+    if cli.sections.contains(&Section::Scale) {
+        errors += scale(&cli, &clients, &mut figures)?;
     }
     if cli.sections.contains(&Section::Lookups) {
         errors += lookups(&cli, &servers, &clients, &mut figures)?;
@@ -427,6 +441,74 @@ fn external(
     );
     figures.insert("external".into(), json!(out));
     Ok(errors + (cold.herd - cold.herd_ok) as u64)
+}
+
+/// The scale section: prints its table, adds its figures, returns the failed requests.
+fn scale(
+    cli: &Cli,
+    runtime: &Runtime,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<u64> {
+    ensure!(
+        cli.scale_users.iter().all(|&n| n > 0),
+        "--scale-users must all be at least 1"
+    );
+    println!();
+    println!(
+        "scale: users written through the store, then a pd-server process on it; wrk looks up \
+         a random user each request (core 0, {} connections), the node on core 1",
+        cli.wrk_connections
+    );
+    let results = scale::section(
+        runtime,
+        &cli.scale_users,
+        external::Load {
+            connections: cli.wrk_connections,
+            duration: cli.wrk_duration,
+            warmup: cli.warmup.max(Duration::from_secs(1)),
+            rounds: cli.rounds,
+        },
+    )?;
+    println!();
+    println!(
+        "{:>10} {:>10} {:>12} {:>10} {:>9} {:>12} {:>8} {:>10}",
+        "users", "req/s", "÷ smallest", "cpu us", "p99 us", "start-up ms", "RSS MB", "fill s"
+    );
+    let rps = |r: &scale::ScaleResult| median(r.rounds.iter().map(|w| w.rps).collect());
+    let base = results.first().map(rps).unwrap_or(f64::NAN);
+    let mut out = Vec::new();
+    let mut errors = 0;
+    for r in &results {
+        let cpu = median(r.rounds.iter().map(|w| w.cpu_us_per_request).collect());
+        let p99 = median(r.rounds.iter().map(|w| w.p99_us).collect());
+        println!(
+            "{:>10} {:>10.0} {:>12.3} {:>10.2} {:>9.0} {:>12.0} {:>8.1} {:>10.1}",
+            r.users,
+            rps(r),
+            rps(r) / base,
+            cpu,
+            p99,
+            r.startup.as_secs_f64() * 1e3,
+            r.rss_kib as f64 / 1024.0,
+            r.fill.as_secs_f64(),
+        );
+        errors += r.rounds.iter().map(|w| w.errors).sum::<u64>();
+        out.push(json!({
+            "users": r.users,
+            "rps": rps(r),
+            "ratio_to_smallest": rps(r) / base,
+            "cpu_us_per_request": cpu,
+            "p99_us": p99,
+            "startup_ms": r.startup.as_secs_f64() * 1e3,
+            "rss_kib": r.rss_kib,
+            "fill_s": r.fill.as_secs_f64(),
+        }));
+    }
+    println!(
+        "targets: the largest at most 10% slower than the smallest, under 300 MB, start-up under 2 s"
+    );
+    figures.insert("scale".into(), json!(out));
+    Ok(errors)
 }
 
 /// The in-process lookup section: prints its table, adds its figures, returns the errors.
