@@ -8,6 +8,8 @@
 //! - `external`: `wrk` pinned to one core against `pd-server` processes and the bare floor
 //!   `pd-floor` pinned to the other, with the server's CPU time per request; cold remote
 //!   lookups;
+//! - `connect`: `chat connect` from process start to the first message delivered at the
+//!   listener, cold and warm, two federated nodes;
 //! - `scale`: a node on a store filled with 10,000 and 1,000,000 users: start-up time,
 //!   lookups of random users, resident memory.
 //!
@@ -17,6 +19,7 @@
 //! on both. The servers run on one runtime (a thread per core), the load generator on
 //! another.
 
+mod connect;
 mod external;
 mod load;
 mod publish;
@@ -66,7 +69,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// The sections to run (comma-separated); all by default.
-    #[arg(long, value_delimiter = ',', default_values_t = [Section::Publishes, Section::External, Section::Scale, Section::Lookups])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Section::Publishes, Section::External, Section::Scale, Section::Connect, Section::Lookups])]
     sections: Vec<Section>,
     /// Connections of `wrk` in the external section.
     #[arg(long, default_value_t = 64)]
@@ -83,6 +86,12 @@ struct Cli {
     /// Numbers of users of the scale section.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000, 1_000_000])]
     scale_users: Vec<usize>,
+    /// Cold `chat connect` samples (new nodes and chat homes each).
+    #[arg(long, default_value_t = 5)]
+    connect_cold: usize,
+    /// Warm `chat connect` samples after each cold one.
+    #[arg(long, default_value_t = 4)]
+    connect_warm: usize,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "pd-bench.json")]
     json: PathBuf,
@@ -106,6 +115,8 @@ enum Section {
     External,
     /// A node on a store filled with many users.
     Scale,
+    /// `chat connect` to the first delivered message.
+    Connect,
 }
 
 impl std::fmt::Display for Section {
@@ -115,6 +126,7 @@ impl std::fmt::Display for Section {
             Section::Publishes => "publishes",
             Section::External => "external",
             Section::Scale => "scale",
+            Section::Connect => "connect",
         };
         f.write_str(name)
     }
@@ -180,6 +192,8 @@ fn main() -> anyhow::Result<()> {
         cli.wrk_duration = Duration::from_secs(1);
         cli.cold_samples = cli.cold_samples.min(20);
         cli.scale_users = vec![1_000, 10_000];
+        cli.connect_cold = 1;
+        cli.connect_warm = 2;
     }
     ensure!(cli.connections > 0, "--connections must be at least 1");
     ensure!(cli.rounds > 0, "--rounds must be at least 1");
@@ -233,6 +247,38 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.sections.contains(&Section::Scale) {
         errors += scale(&cli, &clients, &mut figures)?;
+    }
+    if cli.sections.contains(&Section::Connect) {
+        println!();
+        println!(
+            "chat connect: process start to the first message printed by the listener \
+             (two federated nodes, loopback)"
+        );
+        let c = connect::section(cli.connect_cold, cli.connect_warm)?;
+        let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+        println!();
+        println!(
+            "{:<6} {:>8} {:>10} {:>10}",
+            "chat", "samples", "median ms", "max ms"
+        );
+        for (name, v) in [("cold", &c.cold_ms), ("warm", &c.warm_ms)] {
+            println!(
+                "{name:<6} {:>8} {:>10.1} {:>10.1}",
+                v.len(),
+                median(v.clone()),
+                max(v)
+            );
+        }
+        println!("targets: cold under 50 ms, warm under 20 ms");
+        figures.insert(
+            "chat_connect".into(),
+            json!({
+                "cold_ms": c.cold_ms,
+                "warm_ms": c.warm_ms,
+                "cold_median_ms": median(c.cold_ms.clone()),
+                "warm_median_ms": median(c.warm_ms.clone()),
+            }),
+        );
     }
     if cli.sections.contains(&Section::Lookups) {
         errors += lookups(&cli, &servers, &clients, &mut figures)?;
