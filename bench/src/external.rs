@@ -64,6 +64,9 @@ pub(crate) struct TargetResult {
     pub(crate) body_bytes: usize,
     pub(crate) floor: Vec<WrkRound>,
     pub(crate) node: Vec<WrkRound>,
+    /// For a remote target: the upstream node's CPU time during the node's rounds, per
+    /// request answered by the node.
+    pub(crate) upstream_cpu_us_per_request: Option<f64>,
 }
 
 /// A child process killed and reaped on drop.
@@ -374,18 +377,28 @@ pub(crate) fn section(
     runtime.block_on(prepare_user(&home.url(), &user))?;
     let token = runtime.block_on(prepare_user(&users_node.url(), &users_user))?;
 
-    let targets: [(&'static str, &Node, String, Option<&str>); 3] = [
-        ("local lookup, public", &home, user.clone(), None),
+    let home_pid = home.pid().context("the home node has no process")?;
+    // The last element: the upstream node whose CPU time is watched during the node's
+    // rounds (a cached lookup should cost it nothing).
+    let targets = [
+        ("local lookup, public", &home, user.clone(), None, None),
         (
             "local lookup, bearer token",
             &users_node,
             users_user,
             Some(token.as_str()),
+            None,
         ),
-        ("cached remote lookup (front node)", &front, user, None),
+        (
+            "cached remote lookup (front node)",
+            &front,
+            user,
+            None,
+            Some(home_pid),
+        ),
     ];
     let mut results = Vec::new();
-    for (name, node, address, token) in targets {
+    for (name, node, address, token, upstream) in targets {
         let path = format!("/v1/lookup/{address}");
         let target = Target::get(node.addr(), &path, token);
         // The first lookup fills the front node's cache; the second is the answer measured.
@@ -440,7 +453,9 @@ pub(crate) fn section(
             body_bytes: answer.body.len(),
             floor: Vec::new(),
             node: Vec::new(),
+            upstream_cpu_us_per_request: None,
         };
+        let mut upstream_ticks = 0;
         for r in 1..=load.rounds {
             let floor_first = r % 2 == 1;
             for is_floor in [floor_first, !floor_first] {
@@ -449,7 +464,11 @@ pub(crate) fn section(
                 } else {
                     (node_pid, &node_url, "node")
                 };
+                let upstream_before = upstream.map(cpu_ticks).transpose()?;
                 let w = round(pid, url, token, None, load.connections, load.duration, tck)?;
+                if let (Some(pid), Some(before), false) = (upstream, upstream_before, is_floor) {
+                    upstream_ticks += cpu_ticks(pid)? - before;
+                }
                 println!(
                     "{r:>5} {side:<6} {:>10.0} {:>9.0} {:>9.0} {:>13.2} {:>7}",
                     w.rps, w.p50_us, w.p99_us, w.cpu_us_per_request, w.errors
@@ -460,6 +479,14 @@ pub(crate) fn section(
                     result.node.push(w);
                 }
             }
+        }
+        if upstream.is_some() {
+            let requests: u64 = result.node.iter().map(|w| w.requests).sum();
+            let us = upstream_ticks as f64 / tck * 1e6 / requests.max(1) as f64;
+            println!(
+                "      upstream (home node) CPU during the node's rounds: {us:.3} us per request"
+            );
+            result.upstream_cpu_us_per_request = Some(us);
         }
         results.push(result);
     }
