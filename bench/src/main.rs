@@ -13,7 +13,7 @@
 //! - `scale`: a node on a store filled with 10,000 and 1,000,000 users: start-up time,
 //!   lookups of random users, resident memory.
 //!
-//! For each lookup scenario (lookups with a session token, public lookups) it starts a node with
+//! For each in-process lookup scenario (with a session token, public) it starts a node with
 //! one published user and a bare axum server answering the same bytes, then runs closed-loop
 //! load against each in alternating rounds, so that noise from the rest of the machine falls
 //! on both. The servers run on one runtime (a thread per core), the load generator on
@@ -42,7 +42,7 @@ use crate::setup::{Baseline, Node};
 /// The share of the bare stack's requests per second that node lookups should reach.
 const TARGET_RATIO: f64 = 0.85;
 
-/// Measures the node's lookups per second against the bare HTTP stack in the same run.
+/// Measures the node's figures, each against a baseline measured in the same run.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
