@@ -74,7 +74,7 @@ impl Conn {
 
     /// Sends `target`'s request and reads the whole answer; returns its status, and the body
     /// and content type when `keep` is set.
-    async fn exchange(&mut self, target: &Target, keep: bool) -> anyhow::Result<Answer> {
+    pub(crate) async fn exchange(&mut self, target: &Target, keep: bool) -> anyhow::Result<Answer> {
         self.stream
             .write_all(&target.request)
             .await

@@ -277,6 +277,9 @@ pub(crate) async fn listen(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, from)) => {
+                    // No waiting for the peer's delayed ACKs between small writes (see
+                    // `session::connect`); a failure only costs latency.
+                    let _ = tcp.set_nodelay(true);
                     if tasks.len() >= MAX_CONNECTIONS {
                         console.status(format!(
                             "turned away a connection from {from}: {MAX_CONNECTIONS} are open"

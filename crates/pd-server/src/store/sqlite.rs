@@ -2,7 +2,7 @@
 //!
 //! The database runs in WAL mode with `synchronous = FULL`, so a write is on disk when its
 //! transaction commits, and every write method commits before it returns. Writes go to one
-//! writer thread that commits those waiting together ([`super::group_commit`]); reads run
+//! writer thread that commits those waiting together (`group_commit.rs`); reads run
 //! on the blocking pool with a second connection behind a mutex, never on the async
 //! threads, and never wait for a write's `fsync` (WAL readers see the last commit).
 //! Signed operations compare-and-set `last_seq` inside their transaction, so two
