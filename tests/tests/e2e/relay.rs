@@ -577,3 +577,27 @@ fn a_relay_answering_in_the_listeners_place_fails_the_identity_check() {
         "the handshake with the impostor must fail"
     );
 }
+
+/// A group (spec 12.6) runs over the same channels, so a member behind NAT takes part
+/// through its home node's relay like anyone else.
+#[test]
+fn a_group_member_behind_nat_takes_part_through_the_relay() {
+    let nodes = pair();
+    let alice = user("alice@a.test", &nodes.a);
+    let bob = user("bob@b.test", &nodes.b);
+    let carol = user("carol@a.test", &nodes.a);
+    let mut bob_l = listen_behind_nat(&bob, &["--allow", "alice@a.test"]);
+    let mut carol_l = super::listen(&carol, &["--allow", "alice@a.test"]);
+
+    let hub = ChatProcess::start(&alice, &["connect", "bob@b.test", "carol@a.test"]).unwrap();
+    hub.wait_stderr("connected to bob@b.test via the relay of 127.0.0.1");
+    hub.wait_stderr("bob@b.test joined");
+    hub.wait_stderr("carol@a.test joined");
+    bob_l.send_line("hi from behind the NAT").unwrap();
+    carol_l.wait_stdout("bob@b.test: hi from behind the NAT\n");
+    hub.wait_stdout("bob@b.test: hi from behind the NAT\n");
+    carol_l.send_line("hi bob").unwrap();
+    bob_l.wait_stdout("carol@a.test: hi bob\n");
+    let out = hub.wait();
+    assert_eq!(out.code, 0, "{out:#?}");
+}

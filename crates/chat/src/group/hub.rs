@@ -171,7 +171,7 @@ pub(crate) async fn open_invitee(
     match open(account, address, identity, console).await {
         Ok((channel, endpoint, key)) => {
             console.status(format!(
-                "connected to {address} at {endpoint} (fingerprint {})",
+                "connected to {address} {endpoint} (fingerprint {})",
                 key.fingerprint()
             ));
             let _ = account.contacts().record_talk(address, now_secs());
@@ -253,7 +253,7 @@ pub(crate) async fn connect(
         match result {
             Ok((channel, endpoint, key)) => {
                 console.status(format!(
-                    "connected to {peer} at {endpoint} (fingerprint {})",
+                    "connected to {peer} {endpoint} (fingerprint {})",
                     key.fingerprint()
                 ));
                 let _ = account.contacts().record_talk(peer, now_secs());
@@ -504,7 +504,7 @@ async fn invite(
         }
     };
     console.status(format!(
-        "connected to {address} at {endpoint} (fingerprint {}); invited it to {}",
+        "connected to {address} {endpoint} (fingerprint {}); invited it to {}",
         key.fingerprint(),
         group.label()
     ));
