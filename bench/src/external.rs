@@ -15,20 +15,17 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use pd_client::{ClientOptions, PdClient};
 use pd_e2e::{Node, NodeOptions};
-use pd_proto::wire::RegisterRequest;
-use pd_proto::{Address, Endpoint, Login, Presence, Registration, SecretKey, Signed, now_micros};
+use pd_proto::{Address, SecretKey};
 use tokio::runtime::Runtime;
 use url::Url;
 
 use crate::load::{self, Target};
 use crate::report::Percentiles;
+use crate::setup;
 
 /// The core `wrk` runs on; the servers get [`SERVER_CORE`].
 const WRK_CORE: &str = "0";
 const SERVER_CORE: &str = "1";
-
-/// Lifetime of the published presence record: longer than any run.
-const PRESENCE_TTL_SECS: u64 = 6 * 3600;
 
 /// The home node's domain, the front node's, and the node with `lookup_access = "users"`.
 const HOME: &str = "home.test";
@@ -265,44 +262,7 @@ pub(crate) fn round(
 /// returns the session token.
 async fn prepare_user(url: &str, address: &str) -> anyhow::Result<String> {
     let client = PdClient::new(Url::parse(url)?, &ClientOptions::default())?;
-    let key = SecretKey::generate();
-    let address = Address::parse(address)?;
-    let seq = now_micros();
-    client
-        .register(&RegisterRequest {
-            registration: Signed::sign(
-                &key,
-                &Registration {
-                    address: address.clone(),
-                    public_key: key.public(),
-                    seq,
-                },
-            ),
-            invite: None,
-        })
-        .await
-        .context("failed to register the user")?;
-    let presence = Presence {
-        address: address.clone(),
-        endpoints: vec![Endpoint::parse("tcp://203.0.113.5:7000")?],
-        seq: seq + 1,
-        expires_at: now_micros() / 1_000_000 + PRESENCE_TTL_SECS,
-    };
-    client
-        .publish_presence(&address, &Signed::sign(&key, &presence))
-        .await
-        .context("failed to publish the presence record")?;
-    let session = client
-        .login(&Signed::sign(
-            &key,
-            &Login {
-                address,
-                seq: seq + 2,
-            },
-        ))
-        .await
-        .context("failed to log in")?;
-    Ok(session.token)
+    setup::prepare_user(&client, &SecretKey::generate(), &Address::parse(address)?).await
 }
 
 /// The node configuration: the load comes from one address (loopback), so the per-client

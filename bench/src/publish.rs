@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use pd_client::{ClientOptions, PdClient};
-use pd_proto::wire::RegisterRequest;
-use pd_proto::{Address, Endpoint, Presence, Registration, SecretKey, Signed, now_micros};
+use pd_proto::{Address, Endpoint, Presence, SecretKey, Signed, now_micros};
 use pd_server::Server;
 use pd_server::config::Config;
 use pd_server::store::StoreSpec;
@@ -21,6 +20,7 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use crate::report::Percentiles;
+use crate::setup;
 
 /// Lifetime of each published record.
 const PRESENCE_TTL_SECS: u64 = 3600;
@@ -156,20 +156,7 @@ impl PublishNode {
             let key = SecretKey::generate();
             let address = Address::parse(&format!("p{}{label}{i}@localhost", self.run_tag))?;
             let seq = now_micros();
-            self.client
-                .register(&RegisterRequest {
-                    registration: Signed::sign(
-                        &key,
-                        &Registration {
-                            address: address.clone(),
-                            public_key: key.public(),
-                            seq,
-                        },
-                    ),
-                    invite: None,
-                })
-                .await
-                .with_context(|| format!("failed to register {address}"))?;
+            setup::register(&self.client, &key, &address, seq).await?;
             publishers.push(Publisher { address, key, seq });
         }
         Ok(publishers)

@@ -54,42 +54,9 @@ impl Node {
 
         let key = SecretKey::generate();
         let address = Address::parse(USER)?;
-        // Every signed operation needs a sequence number above the last one.
-        let seq = now_micros();
-        client
-            .register(&RegisterRequest {
-                registration: Signed::sign(
-                    &key,
-                    &Registration {
-                        address: address.clone(),
-                        public_key: key.public(),
-                        seq,
-                    },
-                ),
-                invite: None,
-            })
-            .await
-            .context("failed to register the user")?;
-        let presence = Presence {
-            address: address.clone(),
-            endpoints: vec![Endpoint::parse("tcp://203.0.113.5:7000")?],
-            seq: seq + 1,
-            expires_at: now_micros() / 1_000_000 + PRESENCE_TTL_SECS,
-        };
-        client
-            .publish_presence(&address, &Signed::sign(&key, &presence))
-            .await
-            .context("failed to publish the presence record")?;
-        let login = Login {
-            address: address.clone(),
-            seq: seq + 2,
-        };
-        let session = client
-            .login(&Signed::sign(&key, &login))
-            .await
-            .context("failed to log in")?;
+        let session_token = prepare_user(&client, &key, &address).await?;
         let token = match access {
-            LookupAccess::Users => Some(session.token.as_str()),
+            LookupAccess::Users => Some(session_token.as_str()),
             LookupAccess::Public => None,
         };
         let verified = client
@@ -194,4 +161,61 @@ impl Baseline {
             .context("the baseline server task failed")?
             .context("the baseline server failed")
     }
+}
+
+/// Registers `address` with `key`, at sequence number `seq`.
+pub(crate) async fn register(
+    client: &PdClient,
+    key: &SecretKey,
+    address: &Address,
+    seq: u64,
+) -> anyhow::Result<()> {
+    client
+        .register(&RegisterRequest {
+            registration: Signed::sign(
+                key,
+                &Registration {
+                    address: address.clone(),
+                    public_key: key.public(),
+                    seq,
+                },
+            ),
+            invite: None,
+        })
+        .await
+        .with_context(|| format!("failed to register {address}"))?;
+    Ok(())
+}
+
+/// Registers `address` with `key`, publishes a presence record (one endpoint, a few hours
+/// of lifetime) and logs in; returns the session token.
+pub(crate) async fn prepare_user(
+    client: &PdClient,
+    key: &SecretKey,
+    address: &Address,
+) -> anyhow::Result<String> {
+    // Every signed operation needs a sequence number above the last one.
+    let seq = now_micros();
+    register(client, key, address, seq).await?;
+    let presence = Presence {
+        address: address.clone(),
+        endpoints: vec![Endpoint::parse("tcp://203.0.113.5:7000")?],
+        seq: seq + 1,
+        expires_at: now_micros() / 1_000_000 + PRESENCE_TTL_SECS,
+    };
+    client
+        .publish_presence(address, &Signed::sign(key, &presence))
+        .await
+        .context("failed to publish the presence record")?;
+    let session = client
+        .login(&Signed::sign(
+            key,
+            &Login {
+                address: address.clone(),
+                seq: seq + 2,
+            },
+        ))
+        .await
+        .context("failed to log in")?;
+    Ok(session.token)
 }
