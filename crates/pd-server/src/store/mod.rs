@@ -501,14 +501,23 @@ impl Store {
         dispatch!(self, purge_expired(now_secs))
     }
 
-    /// Reads everything about the domain's users, for `pd-server migrate`.
+    /// Reads everything about the domain's users, for `pd-server migrate`. A bulk
+    /// operation off the request path: not bounded by the per-operation deadline, which
+    /// a large domain's copy would exceed (nor, on PostgreSQL, by `statement_timeout`).
     pub async fn export(&self) -> Result<Dump, StoreError> {
-        dispatch!(self, export())
+        match &self.backend {
+            Backend::Sqlite(s) => s.export().await,
+            Backend::Postgres(s) => s.export().await,
+        }
     }
 
-    /// Writes `dump` in one transaction; refuses a store that already holds accounts.
+    /// Writes `dump` in one transaction; refuses a store that already holds accounts. Not
+    /// bounded by the per-operation deadline, as [`Store::export`].
     pub async fn import(&self, dump: Dump) -> Result<(), StoreError> {
-        dispatch!(self, import(dump))
+        match &self.backend {
+            Backend::Sqlite(s) => s.import(dump).await,
+            Backend::Postgres(s) => s.import(dump).await,
+        }
     }
 
     /// The server key shared by the replicas: the stored one, or `candidate` (a secret key

@@ -511,6 +511,8 @@ impl PgStore {
             .read_only(true)
             .start()
             .await?;
+        // A bulk copy: the session's statement_timeout is for requests.
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
         let mut dump = Dump::default();
         let accounts = tx
             .query(
@@ -602,6 +604,8 @@ impl PgStore {
     pub async fn import(&self, dump: Dump) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // A bulk copy: the session's statement_timeout is for requests.
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
         tx.execute("LOCK TABLE accounts IN EXCLUSIVE MODE", &[])
             .await?;
         let count: i64 = tx

@@ -504,3 +504,32 @@ async fn postgres_keeps_one_server_key_for_all_replicas() {
     let refused = embedded.shared_server_keys("k".into()).await;
     assert!(matches!(refused, Err(StoreError::NotShared)));
 }
+
+/// `pd-server migrate` copies a whole domain: export and import are not bounded by the
+/// per-operation deadline meant for requests (a large copy would exceed it).
+#[tokio::test]
+async fn migrate_copies_outlast_the_per_operation_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = std::time::Duration::from_millis(1);
+    let spec = StoreSpec::Sqlite(dir.path().join("to.sqlite3"));
+    let store = Store::connect_with_timeout(&spec, deadline).await.unwrap();
+    let mut dump = Dump::default();
+    for i in 0..5_000u64 {
+        dump.accounts.push(pd_server::store::AccountDump {
+            name: format!("user{i}"),
+            public_key: K1,
+            last_seq: i + 1,
+            created_at: 100,
+            presence: Some(presence(i + 1, 900)),
+            rotations: Vec::new(),
+        });
+    }
+    let started = std::time::Instant::now();
+    store.import(dump).await.unwrap();
+    let copied = store.export().await.unwrap();
+    assert!(
+        started.elapsed() > deadline,
+        "too small to test the deadline"
+    );
+    assert_eq!(copied.accounts.len(), 5_000);
+}
