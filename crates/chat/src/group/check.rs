@@ -77,3 +77,30 @@ pub(crate) async fn member_key(
         Err(e) => Err(e.report().0),
     }
 }
+
+/// Takes in an accepted membership change: the key of an `added` member is checked through
+/// this side's own home node (its posts are refused until it is), then the user is told.
+pub(crate) async fn take_change(
+    account: &Account,
+    group: &mut super::Group,
+    change: &pd_proto::group::GroupChange,
+    link: super::LinkId,
+    console: &mut Console<'_>,
+) {
+    if let (pd_proto::group::ChangeKind::Added, Some(key)) = (change.change, change.key) {
+        let checked = member_key(account, &change.member, key, console).await;
+        if let Err(why) = &checked {
+            console.status(format!(
+                "cannot check the new member {}: {why}; its lines will be refused",
+                change.member
+            ));
+        }
+        group.admit(
+            change.member.clone(),
+            checked.ok(),
+            link,
+            change.author.clone(),
+        );
+    }
+    console.status(super::describe_change(change, &group.label()));
+}

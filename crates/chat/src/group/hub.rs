@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::{Accepted, Group, LinkId, check, describe_change, describe_refusal};
+use super::{Accepted, Group, LinkId, check, describe_refusal};
 use crate::account::{Account, now_secs};
 use crate::cmd::connect::open;
 use crate::cmd::listen::LEAVE_TIMEOUT;
@@ -646,23 +646,7 @@ async fn on_event(
                         links.send_all(&group.forward_to(id), &post);
                     }
                     Ok(Accepted::Change(change)) => {
-                        if let (ChangeKind::Added, Some(key)) = (change.change, change.key) {
-                            let checked =
-                                check::member_key(account, &change.member, key, console).await;
-                            if let Err(why) = &checked {
-                                console.status(format!(
-                                    "cannot check the new member {}: {why}; its lines will be refused",
-                                    change.member
-                                ));
-                            }
-                            group.admit(
-                                change.member.clone(),
-                                checked.ok(),
-                                id,
-                                change.author.clone(),
-                            );
-                        }
-                        console.status(describe_change(&change, &label));
+                        check::take_change(account, group, &change, id, console).await;
                         links.send_all(&group.forward_to(id), &post);
                     }
                     Err(error) => console.status(describe_refusal(&error, &peer, &label)),

@@ -9,7 +9,7 @@ use pd_proto::Address;
 use pd_proto::group::{ChangeKind, GroupId, Member, check_members};
 use tokio::sync::mpsc;
 
-use super::{Accepted, Group, LinkId, check, describe_change, describe_refusal};
+use super::{Accepted, Group, LinkId, check, describe_refusal};
 use crate::account::Account;
 use crate::console::Console;
 use crate::error::ChatError;
@@ -155,24 +155,7 @@ impl Groups {
                             .await?;
                     }
                     Ok(Accepted::Change(change)) => {
-                        if let (ChangeKind::Added, Some(key)) = (change.change, change.key) {
-                            let checked =
-                                check::member_key(account, &change.member, key, console).await;
-                            if let Err(why) = &checked {
-                                console.status(format!(
-                                    "cannot check the new member {}: {why}; its lines will be \
-                                     refused",
-                                    change.member
-                                ));
-                            }
-                            group.admit(
-                                change.member.clone(),
-                                checked.ok(),
-                                link,
-                                change.author.clone(),
-                            );
-                        }
-                        console.status(describe_change(&change, &label));
+                        check::take_change(account, group, &change, link, console).await;
                     }
                     Err(error) => console.status(describe_refusal(&error, peer, &label)),
                 }
