@@ -86,6 +86,9 @@ pub struct CacheEntry {
     presence_until: Option<Instant>,
     /// Approximate memory used by the entry, in bytes.
     size: u32,
+    /// The positive answer's JSON members before `source`
+    /// ([`LookupResponse::json_head`]), encoded once so that serving it is a copy.
+    head: Option<Arc<str>>,
 }
 
 /// How usable an entry is at a given moment.
@@ -122,6 +125,16 @@ impl CacheEntry {
         } else {
             Freshness::Expired
         }
+    }
+
+    /// The positive answer's JSON members before `source` as served at `now`
+    /// ([`LookupResponse::json_head`]); `None` for a negative entry, and once the presence
+    /// record inside is past its own expiry (the answer served then has none).
+    pub fn json_head(&self, now: Instant) -> Option<Arc<str>> {
+        if self.presence_until.is_some_and(|until| now >= until) {
+            return None;
+        }
+        self.head.clone()
     }
 
     /// The answer as served at `now` with `source` and `ttl`, or `None` for a negative
@@ -227,12 +240,19 @@ impl LookupCache {
             .map(|p| Duration::from_secs(p.expires_at.saturating_sub(now_secs())));
         let lifetime = presence_left.unwrap_or(self.config.no_presence_ttl);
         let ttl = lifetime.max(self.config.min_ttl).min(self.config.max_ttl);
-        let size = approx_size(addr, &response);
+        // Encoding a verified answer cannot fail; should it, the answer is encoded when
+        // served instead.
+        let head = response.json_head().ok().map(Arc::<str>::from);
+        let size = approx_size(addr, &response).saturating_add(
+            head.as_ref()
+                .map_or(0, |h| u32::try_from(h.len()).unwrap_or(u32::MAX)),
+        );
         Arc::new(CacheEntry {
             answer: CachedAnswer::Found(Box::new(response)),
             fresh_until: now + ttl,
             presence_until: presence_left.map(|left| now + left),
             size,
+            head,
         })
     }
 
@@ -250,6 +270,7 @@ impl LookupCache {
             fresh_until: Instant::now() + self.config.negative_ttl,
             presence_until: None,
             size: approx_address_size(addr),
+            head: None,
         })
     }
 

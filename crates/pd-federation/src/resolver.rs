@@ -89,6 +89,9 @@ pub struct Resolved {
     pub response: LookupResponse,
     /// Seconds the answer may still be used.
     pub ttl_secs: u64,
+    /// `response`'s JSON members before `source` when they were encoded before (an
+    /// answer from the cache), so that [`Resolved::to_json`] is a copy.
+    head: Option<Arc<str>>,
 }
 
 impl<T: UpstreamLookup> UpstreamLookup for Arc<T> {
@@ -151,7 +154,7 @@ impl<U: UpstreamLookup> Resolver<U> {
     }
 
     /// Looks up `addr` at its home node (through the cache, per `mode`).
-    #[tracing::instrument(skip_all, fields(remote.address = %addr, mode = ?mode))]
+    #[tracing::instrument(level = "debug", skip_all, fields(remote.address = %addr, mode = ?mode))]
     pub async fn lookup(&self, addr: &Address, mode: LookupMode) -> Result<Resolved, ResolveError> {
         let mut counted_miss = false;
         loop {
@@ -250,10 +253,10 @@ impl<U: UpstreamLookup> Resolver<U> {
         let Freshness::Fresh(left) = entry.freshness(now, self.cache.config().stale_window) else {
             return None;
         };
-        match entry.response(now, Source::Cache, left) {
-            Some(response) => {
+        match Resolved::from_entry(&entry, now, Source::Cache, left) {
+            Some(resolved) => {
                 self.metrics.cache_hits.inc();
-                Some(Ok(Resolved::new(response)))
+                Some(Ok(resolved))
             }
             None => {
                 self.metrics.negative_hits.inc();
@@ -320,6 +323,7 @@ impl<U: UpstreamLookup> Resolver<U> {
                     ResolveError::Unreachable(why) | ResolveError::BadAnswer(why) => {
                         let retry = self.backoff.record_failure(host, &err.to_string());
                         tracing::warn!(
+                            remote.address = %addr,
                             remote.host = %host,
                             retry_in = ?retry.retry_in,
                             error = %why,
@@ -350,9 +354,7 @@ impl<U: UpstreamLookup> Resolver<U> {
                     Freshness::Fresh(left) => left,
                     Freshness::Stale(_) | Freshness::Expired => Duration::ZERO,
                 };
-                entry
-                    .response(now, Source::Remote, left)
-                    .map(Resolved::new)
+                Resolved::from_entry(&entry, now, Source::Remote, left)
                     .ok_or(ResolveError::UnknownUser)
             }
             Err(
@@ -380,24 +382,24 @@ impl<U: UpstreamLookup> Resolver<U> {
         };
         let now = Instant::now();
         let config = self.cache.config();
-        let response = match entry.freshness(now, config.stale_window) {
+        let resolved = match entry.freshness(now, config.stale_window) {
             // Another lookup stored a fresh answer meanwhile.
             Freshness::Fresh(left) => {
                 self.metrics.cache_hits.inc();
-                entry.response(now, Source::Cache, left)
+                Resolved::from_entry(&entry, now, Source::Cache, left)
             }
             Freshness::Stale(window_left) => {
                 let ttl = config.stale_ttl.min(window_left);
-                let response = entry.response(now, Source::Stale, ttl);
-                if response.is_some() {
+                let resolved = Resolved::from_entry(&entry, now, Source::Stale, ttl);
+                if resolved.is_some() {
                     self.metrics.stale_serves.inc();
                     tracing::debug!(remote.address = %addr, error = %err, "serving stale answer");
                 }
-                response
+                resolved
             }
             Freshness::Expired => None,
         };
-        response.map(Resolved::new).ok_or(err)
+        resolved.ok_or(err)
     }
 
     fn lock_inflight(
@@ -413,6 +415,35 @@ impl Resolved {
         Self {
             ttl_secs: response.ttl,
             response,
+            head: None,
+        }
+    }
+
+    /// The positive answer of `entry` as served at `now` with `source` and `ttl`, with
+    /// its encoding (`None` for a negative entry).
+    fn from_entry(entry: &CacheEntry, now: Instant, source: Source, ttl: Duration) -> Option<Self> {
+        let response = entry.response(now, source, ttl)?;
+        Some(Self {
+            head: entry.json_head(now),
+            ..Self::new(response)
+        })
+    }
+
+    /// The answer as the JSON body of a lookup: the bytes `serde_json` writes for
+    /// `response`, copied from the cached encoding when there is one.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        match &self.head {
+            Some(head) => {
+                let mut out = Vec::new();
+                LookupResponse::write_with_head(
+                    &mut out,
+                    head,
+                    self.response.source,
+                    self.response.ttl,
+                )?;
+                Ok(out)
+            }
+            None => serde_json::to_vec(&self.response),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! every reader of a [`LookupResponse`] applies (the client, the node relaying another
 //! node's answer, the fuzz targets), and [`VerifiedLookup`], the only way to hold an answer
 //! that passed it. Also the lookup's query vocabulary ([`LookupMode`]) and the fast
-//! writer of a node's answer about its own user ([`LookupResponse::write_local`]).
+//! writers of an answer: a node's answer about its own user
+//! ([`LookupResponse::write_local`]), and an answer served many times from a cache
+//! ([`LookupResponse::json_head`] once, [`LookupResponse::write_with_head`] per answer).
 
 use crate::rotation::{link_known_key, verify_rotation_chain};
 use crate::wire::{LookupResponse, RotationProof, Source};
@@ -196,7 +198,6 @@ impl LookupResponse {
         rotations: Option<&str>,
         ttl: u64,
     ) -> Result<(), serde_json::Error> {
-        use std::io::Write as _;
         out.reserve(160 + presence.map_or(4, str::len) + rotations.map_or(0, |r| r.len() + 14));
         // Addresses and keys serialise as JSON strings without characters that need
         // escaping, but go through serde anyway so the output is valid JSON by construction.
@@ -210,9 +211,50 @@ impl LookupResponse {
             out.extend_from_slice(b",\"rotations\":");
             out.extend_from_slice(rotations.as_bytes());
         }
-        out.extend_from_slice(b",\"source\":\"local\",\"ttl\":");
-        write!(out, "{ttl}}}").map_err(serde_json::Error::io)
+        write_tail(out, Source::Local, ttl)
     }
+
+    /// The answer's members before `source` as JSON text: the opening brace, `address`,
+    /// `public_key`, `presence` and, when there are any, `rotations`. An answer served many
+    /// times (from a cache) is encoded once this way; [`LookupResponse::write_with_head`]
+    /// then completes it for each request.
+    pub fn json_head(&self) -> Result<String, serde_json::Error> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"address\":");
+        serde_json::to_writer(&mut out, &self.address)?;
+        out.extend_from_slice(b",\"public_key\":");
+        serde_json::to_writer(&mut out, &self.public_key)?;
+        out.extend_from_slice(b",\"presence\":");
+        serde_json::to_writer(&mut out, &self.presence)?;
+        if !self.rotations.is_empty() {
+            out.extend_from_slice(b",\"rotations\":");
+            serde_json::to_writer(&mut out, &self.rotations)?;
+        }
+        // serde_json writes UTF-8.
+        String::from_utf8(out).map_err(|e| serde_json::Error::io(std::io::Error::other(e)))
+    }
+
+    /// Writes, to `out`, the answer whose members before `source` are `head` (from
+    /// [`LookupResponse::json_head`]) with `source` and `ttl`: the bytes `serde_json` writes
+    /// for that answer (a test holds them to it).
+    pub fn write_with_head(
+        out: &mut Vec<u8>,
+        head: &str,
+        source: Source,
+        ttl: u64,
+    ) -> Result<(), serde_json::Error> {
+        out.reserve(head.len() + 40);
+        out.extend_from_slice(head.as_bytes());
+        write_tail(out, source, ttl)
+    }
+}
+
+/// The members after `rotations`, and the closing brace.
+fn write_tail(out: &mut Vec<u8>, source: Source, ttl: u64) -> Result<(), serde_json::Error> {
+    use std::io::Write as _;
+    out.extend_from_slice(b",\"source\":");
+    serde_json::to_writer(&mut *out, &source)?;
+    write!(out, ",\"ttl\":{ttl}}}").map_err(serde_json::Error::io)
 }
 
 #[cfg(test)]
@@ -261,6 +303,31 @@ mod tests {
             rotations,
             source: Source::Local,
             ttl: 42,
+        }
+    }
+
+    #[test]
+    fn an_answer_written_from_its_head_is_what_serde_writes() {
+        for (with_presence, with_rotation) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let mut expected = answer(with_presence, with_rotation);
+            let head = expected.json_head().unwrap();
+            for (source, ttl) in [
+                (Source::Cache, 0),
+                (Source::Remote, 7),
+                (Source::Stale, 3600),
+            ] {
+                expected.source = source;
+                expected.ttl = ttl;
+                let mut written = Vec::new();
+                LookupResponse::write_with_head(&mut written, &head, source, ttl).unwrap();
+                assert_eq!(
+                    String::from_utf8(written).unwrap(),
+                    serde_json::to_string(&expected).unwrap(),
+                    "presence {with_presence}, rotation {with_rotation}, {source:?}"
+                );
+            }
         }
     }
 

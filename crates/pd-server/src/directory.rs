@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use pd_federation::resolver::ResolveError;
+use pd_federation::resolver::{ResolveError, Resolved};
 use pd_proto::lookup::LookupMode;
 use pd_proto::wire::{LookupResponse, Source};
 use pd_proto::{Address, now_micros};
@@ -37,7 +37,7 @@ pub enum Answer {
         found: LocalLookup,
     },
     /// Another domain's user: a verified answer, from the cache or the user's home node.
-    Remote(LookupResponse),
+    Remote(Resolved),
 }
 
 /// Why a lookup failed.
@@ -120,9 +120,7 @@ impl Directory {
                     Source::Stale => "stale",
                 };
                 self.metrics.lookup(source, "found");
-                let mut response = resolved.response;
-                response.ttl = resolved.ttl_secs;
-                Ok(Answer::Remote(response))
+                Ok(Answer::Remote(resolved))
             }
             Err(RemoteError::Refused(reason)) => {
                 self.metrics.refused_lookup(reason);
@@ -171,7 +169,7 @@ impl Answer {
                 )?;
                 Ok(body)
             }
-            Self::Remote(response) => serde_json::to_vec(response),
+            Self::Remote(resolved) => resolved.to_json(),
         }
     }
 }

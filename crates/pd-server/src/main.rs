@@ -4,6 +4,12 @@
 use clap::Parser as _;
 use pd_server::cli::{Cli, run};
 
+/// mimalloc instead of the C library's allocator: a lookup allocates a few dozen small
+/// blocks (request head, header maps, extensions, the answer), and with glibc's `malloc`
+/// those cost about a fifth of the node's own CPU time per lookup (`BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();

@@ -1,10 +1,10 @@
 //! The HTTP API: the router, its layers and the handlers, one module per resource.
 //!
-//! Layers, outermost first: request id, tracing, request-id propagation, one layer for the
-//! timeout (503 problem), request metrics and internal-error logging, the request head
-//! limits (414 and 431 problems), body limit (413 problem via the JSON extractor). Write
-//! routes carry a per-client-IP rate limit, and the lookup and WebFinger routes another one
-//! (429 problem with `Retry-After`); see [`limits`].
+//! Layers, outermost first: one layer of the node's own ([`ObserveLayer`]: the request id,
+//! the request span, the timeout (503 problem), request metrics and internal-error
+//! logging), the request head limits (414 and 431 problems), body limit (413 problem via
+//! the JSON extractor). Write routes carry a per-client-IP rate limit, and the lookup and
+//! WebFinger routes another one (429 problem with `Retry-After`); see [`limits`].
 
 pub mod error;
 pub mod extract;
@@ -41,10 +41,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use tower_governor::errors::GovernorError;
 use tower_governor::key_extractor::KeyExtractor;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument as _;
 
 pub use error::ApiError;
 pub use openapi::ApiDoc;
@@ -125,12 +122,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, CounterRequestId::new()))
-                .layer(TraceLayer::new_for_http().make_span_with(make_span))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(ObserveLayer {
                     metrics: state.metrics.clone(),
                     timeout,
+                    ids: RequestIds::new(),
                 })
                 .layer(limits::HeadLimitsLayer::new(&state.config.limits))
                 .layer(DefaultBodyLimit::max(max_body)),
@@ -138,33 +133,35 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn make_span(req: &Request) -> tracing::Span {
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-        .unwrap_or_default();
-    // Only formatted if the span is enabled and recorded: no per-request `String`.
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    tracing::info_span!(
+/// The request span, at `debug` level: with the default `info`, no span is made (making
+/// one formats its fields, the largest single cost of a lookup); `RUST_LOG=
+/// info,pd_server::http=debug` turns spans on, with a `debug` event for each answer.
+/// Internal errors are logged at `error` with the same fields either way.
+fn request_span(req: &Request, route: &str, request_id: &HeaderValue) -> tracing::Span {
+    let span = tracing::debug_span!(
         "request",
-        http.method = %req.method(),
-        http.uri = %req.uri(),
+        http.method = tracing::field::Empty,
+        http.uri = tracing::field::Empty,
         http.route = route,
-        peer.addr = tracing::field::display(PeerAddr(peer)),
-        request.id = request_id,
-    )
+        peer.addr = tracing::field::Empty,
+        request.id = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        span.record("http.method", tracing::field::display(req.method()));
+        span.record("http.uri", tracing::field::display(req.uri()));
+        span.record("peer.addr", tracing::field::display(PeerAddr(peer(req))));
+        span.record("request.id", request_id.to_str().unwrap_or_default());
+    }
+    span
 }
 
-/// The peer address as a span field, formatted lazily (empty when unknown).
+fn peer(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// The peer address as a log field, formatted only when written (empty when unknown).
 struct PeerAddr(Option<SocketAddr>);
 
 impl std::fmt::Display for PeerAddr {
@@ -180,36 +177,50 @@ impl std::fmt::Display for PeerAddr {
 /// prefix and a counter, unique like a UUID for logging purposes but without a random draw
 /// per request.
 #[derive(Debug, Clone)]
-struct CounterRequestId {
+struct RequestIds {
     prefix: Arc<str>,
     next: Arc<AtomicU64>,
 }
 
-impl CounterRequestId {
+impl RequestIds {
     fn new() -> Self {
         Self {
             prefix: format!("{:016x}", rand::random::<u64>()).into(),
             next: Arc::new(AtomicU64::new(0)),
         }
     }
-}
 
-impl MakeRequestId for CounterRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+    /// The id of `req`: the one the client sent, or a new one, set on the request.
+    fn of(&self, req: &mut Request) -> HeaderValue {
+        if let Some(id) = req.headers().get(&REQUEST_ID) {
+            return id.clone();
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{n:x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        let mut id = String::with_capacity(self.prefix.len() + 17);
+        id.push_str(&self.prefix);
+        id.push('-');
+        // Writing to a `String` cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{n:x}"));
+        // Hex digits and a dash: always a valid header value.
+        let id = HeaderValue::from_maybe_shared(axum::body::Bytes::from(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        id
     }
 }
 
-/// The node's own middleware in one layer: the request timeout (503 timeout problem),
-/// then the request counter by route and status and the logging of internal errors (once).
-/// One hand-written layer instead of `from_fn`, `HandleError` and `Timeout` saves a boxed
-/// service clone and two futures per request.
+/// The node's own middleware in one layer: the request id (`x-request-id` from the client,
+/// or a new one, set on the request and echoed on the answer), the request span, the
+/// request timeout (503 timeout problem), then the request counter by route and status and
+/// the logging of internal errors (once, with method, route, peer and request id). One
+/// hand-written layer instead of tower-http's request-id and trace layers, `from_fn`,
+/// `HandleError` and `Timeout` saves a boxed service clone, several futures and header
+/// copies per request.
 #[derive(Debug, Clone)]
 struct ObserveLayer {
     metrics: Arc<Metrics>,
     timeout: Duration,
+    ids: RequestIds,
 }
 
 impl<S> Layer<S> for ObserveLayer {
@@ -220,6 +231,7 @@ impl<S> Layer<S> for ObserveLayer {
             inner,
             metrics: self.metrics.clone(),
             timeout: self.timeout,
+            ids: self.ids.clone(),
         }
     }
 }
@@ -230,6 +242,7 @@ struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
     timeout: Duration,
+    ids: RequestIds,
 }
 
 impl<S> Service<Request> for Observe<S>
@@ -245,38 +258,68 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let route = route_label(req.extensions().get::<MatchedPath>());
+        let request_id = self.ids.of(&mut req);
+        let span = request_span(&req, &route, &request_id);
+        // Read again only when an internal error is logged.
+        let method = req.method().clone();
+        let peer = peer(&req);
+        let started = (!span.is_disabled()).then(std::time::Instant::now);
         let metrics = self.metrics.clone();
         let timeout = self.timeout;
-        let inner = self.inner.call(req);
-        Box::pin(async move {
-            let response = match tokio::time::timeout(timeout, inner).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_elapsed) => ApiError::new(
-                    ProblemType::Timeout,
-                    "the request took longer than the node allows",
-                )
-                .with_retry_after(error::RETRY_AFTER_SECS)
-                .into_response(),
-            };
-            if let Some(InternalError(cause)) = response.extensions().get::<InternalError>() {
-                metrics.store_errors.inc();
-                tracing::error!(error = %cause, "request failed");
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let mut response = match tokio::time::timeout(timeout, inner).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_elapsed) => ApiError::new(
+                        ProblemType::Timeout,
+                        "the request took longer than the node allows",
+                    )
+                    .with_retry_after(error::RETRY_AFTER_SECS)
+                    .into_response(),
+                };
+                let status = response.status().as_u16();
+                if let Some(InternalError(cause)) = response.extensions().get::<InternalError>() {
+                    metrics.store_errors.inc();
+                    tracing::error!(
+                        error = %cause,
+                        http.method = %method,
+                        http.route = &*route,
+                        http.status = status,
+                        peer.addr = %PeerAddr(peer),
+                        request.id = request_id.to_str().unwrap_or_default(),
+                        "request failed"
+                    );
+                }
+                if let Some(kind) = response.extensions().get::<ProblemType>() {
+                    metrics.problem(*kind);
+                }
+                if let Some(started) = started {
+                    tracing::debug!(
+                        http.status = status,
+                        latency_us =
+                            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "answered"
+                    );
+                }
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels { route, status })
+                    .inc();
+                response
+                    .headers_mut()
+                    .entry(REQUEST_ID)
+                    .or_insert(request_id);
+                Ok(response)
             }
-            if let Some(kind) = response.extensions().get::<ProblemType>() {
-                metrics.problem(*kind);
-            }
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route,
-                    status: response.status().as_u16(),
-                })
-                .inc();
-            Ok(response)
-        })
+            .instrument(span),
+        )
     }
 }
 

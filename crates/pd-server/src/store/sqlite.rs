@@ -3,14 +3,16 @@
 //! The database runs in WAL mode with `synchronous = FULL`, so a write is on disk when its
 //! transaction commits, and every write method commits before it returns. Writes go to one
 //! writer thread that commits those waiting together (`group_commit.rs`); reads run
-//! on the blocking pool with a second connection behind a mutex, never on the async
-//! threads, and never wait for a write's `fsync` (WAL readers see the last commit).
+//! on the blocking pool on connections of their own (a few, taken in turn, so reads that
+//! miss the node's caches run side by side), never on the async threads, and never wait
+//! for a write's `fsync` (WAL readers see the last commit).
 //! Signed operations compare-and-set `last_seq` inside their transaction, so two
 //! concurrent writes cannot both succeed with the same sequence number. Migrations are
 //! counted by `PRAGMA user_version`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
@@ -74,11 +76,16 @@ const MIGRATIONS: &[&str] = &[
 "#,
 ];
 
+/// Read connections of a database file: reads that miss the node's in-memory caches
+/// (lookups of accounts not cached, with many users) run side by side, on the blocking
+/// pool, one per connection.
+const READERS: usize = 4;
+
 /// Handle to the SQLite database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The connection reads use.
-    conn: Arc<Mutex<Option<Connection>>>,
+    /// The connections reads use (one for an in-memory database).
+    readers: Arc<Readers>,
     /// The writer thread with its own connection; `None` for an in-memory database, whose
     /// one connection also takes the writes.
     writer: Option<Arc<Writer>>,
@@ -142,7 +149,14 @@ impl SqliteStore {
             return Err(StoreError::ReadOnly(path.to_owned()));
         }
         let opened = Self::init(conn, true).and_then(|mut store| {
-            // Opened after the migrations, so it sees the final schema.
+            // Opened after the migrations, so they see the final schema.
+            let mut readers = vec![store.take_first_reader()?];
+            for _ in 1..READERS {
+                let reader = Connection::open(path)?;
+                configure(&reader, true)?;
+                readers.push(reader);
+            }
+            store.readers = Arc::new(Readers::new(readers));
             let writer = Connection::open(path)?;
             configure(&writer, true)?;
             store.writer = Some(Arc::new(Writer::start(writer)?));
@@ -169,9 +183,18 @@ impl SqliteStore {
         configure(&conn, wal)?;
         migrate(&mut conn)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(Some(conn))),
+            readers: Arc::new(Readers::new(vec![conn])),
             writer: None,
         })
+    }
+
+    /// The one connection of a store just set up, taken out of it.
+    fn take_first_reader(&self) -> Result<Connection, StoreError> {
+        self.readers.conns[0]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or(StoreError::Closed)
     }
 
     /// Runs the write `f` in a transaction of its own or one it shares with other writes,
@@ -187,15 +210,15 @@ impl SqliteStore {
         }
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with a read connection on the blocking pool.
     async fn with<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = readers.lock();
             let conn = guard.as_mut().ok_or(StoreError::Closed)?;
             f(conn)
         })
@@ -486,15 +509,14 @@ impl SqliteStore {
     /// Closes the database (checkpointing the WAL). Later calls fail with
     /// [`StoreError::Closed`].
     pub async fn close(&self) -> Result<(), StoreError> {
-        let conn = Arc::clone(&self.conn);
+        let readers = Arc::clone(&self.readers);
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let taken = conn
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-            if let Some(c) = taken {
-                c.close().map_err(|(_, e)| StoreError::Db(e))?;
+            for reader in &readers.conns {
+                let taken = reader.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(c) = taken {
+                    c.close().map_err(|(_, e)| StoreError::Db(e))?;
+                }
             }
             // The writer's connection closes last, so it is the one that checkpoints the
             // WAL into the database file.
@@ -505,6 +527,39 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+/// The read connections, taken in turn; a read waits only when every one is in use.
+#[derive(Debug)]
+struct Readers {
+    /// `None` once closed.
+    conns: Box<[Mutex<Option<Connection>>]>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn new(conns: Vec<Connection>) -> Self {
+        Self {
+            conns: conns.into_iter().map(|c| Mutex::new(Some(c))).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A free connection, or the next one in turn once it is free.
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        let n = self.conns.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.conns[(first + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.conns[first]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -676,21 +731,20 @@ fn import(tx: &Connection, dump: &Dump) -> Result<(), StoreError> {
 
 fn read_account(c: &Connection, name: &str) -> Result<Option<AccountRow>, StoreError> {
     let row = c
-        .query_row(
+        .prepare_cached(
             "SELECT a.public_key, a.last_seq, p.seq, p.expires_at, p.envelope
              FROM accounts a LEFT JOIN presence p ON p.name = a.name
              WHERE a.name = ?1",
-            params![name],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            },
-        )
+        )?
+        .query_row(params![name], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
         .optional()?;
     let Some((key, last_seq, seq, expires_at, envelope)) = row else {
         return Ok(None);

@@ -136,10 +136,10 @@ async fn a_remote_answer_is_verified_then_served_from_the_cache() {
         .lookup(&bob.address, LookupMode::Refresh)
         .await
         .unwrap();
-    let Answer::Remote(response) = answer else {
+    let Answer::Remote(resolved) = answer else {
         panic!("a remote user answered as local: {answer:?}");
     };
-    assert_eq!(response.source, Source::Remote);
+    assert_eq!(resolved.response.source, Source::Remote);
     assert_eq!(fake.received_requests().await.unwrap().len(), 2);
 }
 
