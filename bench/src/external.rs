@@ -23,9 +23,11 @@ use crate::load::{self, Target};
 use crate::report::Percentiles;
 use crate::setup;
 
-/// The core `wrk` runs on; the servers get [`SERVER_CORE`].
+/// The core `wrk` runs on; the servers get [`SERVER_CORE`]. Both servers are started on
+/// it (`taskset -c`), not moved there once running: a server sizes its runtime by the CPUs
+/// it may use, and one moved later would run two runtime threads on one core.
 const WRK_CORE: &str = "0";
-const SERVER_CORE: &str = "1";
+pub(crate) const SERVER_CORE: &str = "1";
 
 /// The home node's domain, the front node's, and the node with `lookup_access = "users"`.
 const HOME: &str = "home.test";
@@ -138,17 +140,6 @@ pub(crate) fn clock_ticks() -> anyhow::Result<f64> {
         .trim()
         .parse()
         .context("getconf CLK_TCK did not print a number")
-}
-
-/// Pins every thread of `pid` to the server core.
-pub(crate) fn pin(pid: u32) -> anyhow::Result<()> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", SERVER_CORE, &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .context("failed to run taskset")?;
-    ensure!(status.success(), "taskset -a -p failed for {pid}");
-    Ok(())
 }
 
 /// Runs `wrk` against `url` pinned to its core, one thread, `connections` connections, with
@@ -313,10 +304,10 @@ pub(crate) fn section(
                 NodeOptions {
                     config: Some(config.to_owned()),
                     peers,
+                    cpus: Some(SERVER_CORE.to_owned()),
                     ..NodeOptions::default()
                 },
             )?;
-            pin(node.pid().context("the node has no process")?)?;
             Ok(node)
         };
     let home = start(

@@ -127,12 +127,12 @@ fn one(
         DOMAIN,
         NodeOptions {
             config: Some(config),
+            cpus: Some(external::SERVER_CORE.to_owned()),
             ..NodeOptions::default()
         },
     )?;
     let startup = started.elapsed();
     let pid = node.pid().context("the node has no process")?;
-    external::pin(pid)?;
     let script = script(dir.path(), users)?;
     let url = format!("http://{}/", node.addr());
     external::round(

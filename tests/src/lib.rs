@@ -119,6 +119,9 @@ pub struct NodeOptions {
     pub config: Option<PathBuf>,
     /// Static routes to other nodes (`--peer DOMAIN=URL`).
     pub peers: Vec<(String, String)>,
+    /// Run the node on these CPUs only (`taskset -c`, a list such as `1` or `0-1`) from its
+    /// start, so that it sizes its runtime for them, as a node started that way does.
+    pub cpus: Option<String>,
 }
 
 /// A certificate and key for a node to serve HTTPS with; the certificate is also the CA its
@@ -181,7 +184,15 @@ impl Node {
         listen: SocketAddr,
         options: NodeOptions,
     ) -> anyhow::Result<Self> {
-        let mut command = Command::new(&binaries().pd_server);
+        let mut command = match &options.cpus {
+            // taskset runs the node in its own process (exec), so the child is the node.
+            Some(cpus) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpus).arg(&binaries().pd_server);
+                taskset
+            }
+            None => Command::new(&binaries().pd_server),
+        };
         if let Some(config) = &options.config {
             command.arg("--config").arg(config);
         }

@@ -93,6 +93,20 @@ impl Name {
         if input.is_empty() {
             return Err(AddressError::EmptyName);
         }
+        // Every valid name is ASCII of the allowed characters: one pass over the bytes
+        // decides it (the character-wise checks below only tell which error it is).
+        let bytes = input.as_bytes();
+        if bytes.len() <= MAX_NAME_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            let edge_ok = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+            if !edge_ok(bytes.first()) || !edge_ok(bytes.last()) {
+                return Err(AddressError::NameEdge);
+            }
+            return Ok(Self(input.to_ascii_lowercase()));
+        }
         if input.chars().count() > MAX_NAME_LEN {
             return Err(AddressError::NameTooLong);
         }

@@ -76,6 +76,16 @@ impl PublicKey {
         Ok(Self(key))
     }
 
+    /// Decodes raw key bytes that [`PublicKey::from_bytes`] accepted before they were
+    /// stored (a node's own database): still refused if they are not a point on the curve,
+    /// but not checked again for weakness and canonical form, which cost most of a parse
+    /// (a field inversion). Bytes from the network go through [`PublicKey::from_bytes`].
+    pub fn from_stored_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        VerifyingKey::from_bytes(bytes)
+            .map(Self)
+            .map_err(|_| KeyError::InvalidKey)
+    }
+
     /// The raw key bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
@@ -266,6 +276,20 @@ mod tests {
         assert_eq!(fp.len(), 29);
         assert_eq!(fp.split('-').count(), 6);
         assert_ne!(fp, SecretKey::from_seed(&[8; 32]).public().fingerprint());
+    }
+
+    #[test]
+    fn stored_keys_decode_to_the_same_key_and_bytes_off_the_curve_are_refused() {
+        let key = SecretKey::from_seed(&[9; 32]).public();
+        assert_eq!(PublicKey::from_stored_bytes(&key.to_bytes()), Ok(key));
+        // No point has y = 2 (its x would need the square root of a non-residue).
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert_eq!(PublicKey::from_bytes(&off_curve), Err(KeyError::InvalidKey));
+        assert_eq!(
+            PublicKey::from_stored_bytes(&off_curve),
+            Err(KeyError::InvalidKey)
+        );
     }
 
     #[test]

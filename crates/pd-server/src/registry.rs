@@ -261,7 +261,7 @@ fn fresh(seq: u64) -> Result<(), RegistryError> {
 
 impl CachedAccount {
     fn from_row(row: AccountRow) -> Result<Self, StoreError> {
-        let key = PublicKey::from_bytes(&row.public_key)
+        let key = PublicKey::from_stored_bytes(&row.public_key)
             .map_err(|e| StoreError::Corrupt(format!("key of {}: {e}", row.name)))?;
         Ok(Self {
             key,
@@ -615,7 +615,7 @@ impl Registry {
                 else {
                     return Ok(None);
                 };
-                let key = PublicKey::from_bytes(&row.public_key)
+                let key = PublicKey::from_stored_bytes(&row.public_key)
                     .map_err(|e| StoreError::Corrupt(format!("session key: {e}")))?;
                 let session = Arc::new(Session {
                     address,

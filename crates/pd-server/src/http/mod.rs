@@ -190,8 +190,9 @@ impl RequestIds {
         }
     }
 
-    /// The id of `req`: the one the client sent, or a new one, set on the request.
-    fn of(&self, req: &mut Request) -> HeaderValue {
+    /// The id of `req`: the one the client sent, or a new one (which the handlers do not
+    /// read; the span and the answer get it from here).
+    fn of(&self, req: &Request) -> HeaderValue {
         if let Some(id) = req.headers().get(&REQUEST_ID) {
             return id.clone();
         }
@@ -202,15 +203,13 @@ impl RequestIds {
         // Writing to a `String` cannot fail.
         let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{n:x}"));
         // Hex digits and a dash: always a valid header value.
-        let id = HeaderValue::from_maybe_shared(axum::body::Bytes::from(id))
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        req.headers_mut().insert(REQUEST_ID, id.clone());
-        id
+        HeaderValue::from_maybe_shared(axum::body::Bytes::from(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
 /// The node's own middleware in one layer: the request id (`x-request-id` from the client,
-/// or a new one, set on the request and echoed on the answer), the request span, the
+/// or a new one, echoed on the answer), the request span, the
 /// request timeout (503 timeout problem), then the request counter by route and status and
 /// the logging of internal errors (once, with method, route, peer and request id). One
 /// hand-written layer instead of tower-http's request-id and trace layers, `from_fn`,
@@ -258,9 +257,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let route = route_label(req.extensions().get::<MatchedPath>());
-        let request_id = self.ids.of(&mut req);
+        let request_id = self.ids.of(&req);
         let span = request_span(&req, &route, &request_id);
         // Read again only when an internal error is logged.
         let method = req.method().clone();

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
+use tokio::sync::Semaphore;
 
 use super::group_commit::{self, Writer};
 use super::{
@@ -216,8 +217,16 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        // A read waits here, not on a blocking thread, while every connection is in use:
+        // many reads at once (lookups missing the cache) would otherwise each hold a thread
+        // blocked on a connection's lock.
+        let permit = Arc::clone(&self.readers.free)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut guard = readers.lock();
             let conn = guard.as_mut().ok_or(StoreError::Closed)?;
             f(conn)
@@ -536,11 +545,14 @@ struct Readers {
     /// `None` once closed.
     conns: Box<[Mutex<Option<Connection>>]>,
     next: AtomicUsize,
+    /// One permit per connection: reads beyond them wait asynchronously.
+    free: Arc<Semaphore>,
 }
 
 impl Readers {
     fn new(conns: Vec<Connection>) -> Self {
         Self {
+            free: Arc::new(Semaphore::new(conns.len())),
             conns: conns.into_iter().map(|c| Mutex::new(Some(c))).collect(),
             next: AtomicUsize::new(0),
         }
