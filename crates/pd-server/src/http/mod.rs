@@ -1,6 +1,6 @@
 //! The HTTP API: the router, its layers and the handlers, one module per resource.
 //!
-//! Layers, outermost first: one layer of the node's own ([`ObserveLayer`]: the request id,
+//! Layers, outermost first: one layer of the node's own (`ObserveLayer`: the request id,
 //! the request span, the timeout (503 problem), request metrics and internal-error
 //! logging), the request head limits (414 and 431 problems), body limit (413 problem via
 //! the JSON extractor). Write routes carry a per-client-IP rate limit, and the lookup and
